@@ -1,0 +1,1 @@
+"""The VTok core: plain ``nn.Module``s shared by every LightningModule (no Lightning here)."""

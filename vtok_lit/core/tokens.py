@@ -1,0 +1,39 @@
+"""The token sequence every video tokenizer returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+
+class TokenKind(IntEnum):
+    """What a token stands for; the LM gets a learned embedding per kind."""
+
+    SPATIAL = 0  # one grid cell of the key frame, all channels
+    RESIDUAL = 1  # one later frame (or group of frames) relative to the key frame
+    FRAME = 2  # one grid cell of one sampled frame (naive tokenization)
+
+
+@dataclass
+class VideoTokens:
+    """A batch of video token sequences.
+
+    Attributes:
+        tokens: ``(B, L, D)`` token vectors.
+        kinds: ``(L,)`` long, a :class:`TokenKind` per position.
+        frame_index: ``(L,)`` long, the frame each token comes from (the first frame of a group).
+        padding_mask: ``(B, L)`` bool, True where a position is padding.
+    """
+
+    tokens: torch.Tensor
+    kinds: torch.Tensor
+    frame_index: torch.Tensor
+    padding_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[1]
+
+    def detach(self) -> VideoTokens:
+        return VideoTokens(self.tokens.detach(), self.kinds, self.frame_index, self.padding_mask)

@@ -1,0 +1,1 @@
+"""Video reading, manifests, the built-in MotionShapes corpus and the one DataModule."""

@@ -1,0 +1,1 @@
+"""Thin LightningModules over the VTok core."""
