@@ -1,1 +1,41 @@
 """The VTok core: plain ``nn.Module``s shared by every LightningModule (no Lightning here)."""
+
+from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder
+from vtok_lit.core.hf_language_model import HFCausalLM
+from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
+from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
+from vtok_lit.core.text_tokenizers import ByteTokenizer, HFTokenizer, OpenCLIPTokenizer, TextTokenizer
+from vtok_lit.core.tokenizers import (
+    FrameSamplingTokenizer,
+    KeyFrameTokenizer,
+    VideoTokenizer,
+    VTokTokenizer,
+    pool_to_grid_tokens,
+)
+from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.video_decoders import FlowMatchingVideoDecoder, RegressionVideoDecoder, VideoDecoder
+
+__all__ = [
+    "ByteTokenizer",
+    "HFCausalLM",
+    "HFTokenizer",
+    "LMOutput",
+    "LanguageModel",
+    "OpenCLIPTokenizer",
+    "TextTokenizer",
+    "TransformerBlock",
+    "TransformerLM",
+    "ConvFrameEncoder",
+    "FlowMatchingVideoDecoder",
+    "FrameEncoder",
+    "FrameSamplingTokenizer",
+    "KeyFrameTokenizer",
+    "OpenCLIPFrameEncoder",
+    "RegressionVideoDecoder",
+    "TokenKind",
+    "VTokTokenizer",
+    "VideoDecoder",
+    "VideoTokenizer",
+    "VideoTokens",
+    "pool_to_grid_tokens",
+]

@@ -1,0 +1,170 @@
+import pytest
+import torch
+
+from vtok_lit.core.frame_encoders import ConvFrameEncoder
+from vtok_lit.core.tokenizers import VTokTokenizer
+from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.video_decoders import FlowMatchingVideoDecoder, RegressionVideoDecoder
+
+TINY = {"token_dim": 16, "image_size": 16, "patch_size": 4, "max_frames": 8, "width": 32, "depth": 1}
+DECODERS = [RegressionVideoDecoder, FlowMatchingVideoDecoder]
+
+
+def random_tokens(batch: int = 2, length: int = 6, seed: int = 0) -> VideoTokens:
+    tokens = torch.randn(batch, length, 16, generator=torch.Generator().manual_seed(seed))
+    layout = torch.full((length,), TokenKind.SPATIAL)
+    return VideoTokens(
+        tokens, layout, torch.zeros(length, dtype=torch.long), torch.zeros(batch, length).bool()
+    )
+
+
+def moving_squares() -> torch.Tensor:
+    """Two ``(4, 3, 16, 16)`` clips: a red square moving right, a blue one moving down."""
+    video = torch.full((2, 4, 3, 16, 16), 0.1)
+    for t in range(4):
+        video[0, t, 0, 4:10, 2 + 2 * t : 8 + 2 * t] = 1.0
+        video[1, t, 2, 2 + 2 * t : 8 + 2 * t, 6:12] = 1.0
+    return video
+
+
+def make(decoder_class, **options):
+    torch.manual_seed(0)
+    return decoder_class(**TINY, num_heads=2, **options)
+
+
+@pytest.mark.parametrize("decoder_class", DECODERS)
+def test_decode_shapes_and_range(decoder_class):
+    decoder = make(decoder_class)
+    video = decoder.decode(random_tokens(), num_frames=3)
+    assert video.shape == (2, 3, 3, 16, 16)
+    assert video.min() >= 0 and video.max() <= 1
+
+
+@pytest.mark.parametrize("decoder_class", DECODERS)
+def test_loss_is_finite_and_reaches_the_tokens(decoder_class):
+    decoder = make(
+        decoder_class, **({"condition_dropout": 0.0} if decoder_class is FlowMatchingVideoDecoder else {})
+    )
+    tokens = random_tokens()
+    tokens.tokens.requires_grad_(True)
+    loss = decoder.loss(tokens, moving_squares())
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert tokens.tokens.grad.abs().amax(dim=-1).gt(0).all()  # every token is seen
+
+
+def _seeded(decoder, generator: torch.Generator) -> dict:
+    """The same sampling noise for every call of a flow decoder; nothing for a regression one."""
+    if isinstance(decoder, FlowMatchingVideoDecoder):
+        return {"generator": generator.manual_seed(0)}
+    return {}
+
+
+@pytest.mark.parametrize("decoder_class", DECODERS)
+def test_padded_tokens_are_ignored_and_all_padding_stays_finite(decoder_class):
+    decoder = make(decoder_class).eval()
+    tokens = random_tokens()
+    tokens.padding_mask[:, 4:] = True
+    other = random_tokens(seed=1)
+    other.tokens[:, :4] = tokens.tokens[:, :4]
+    other.padding_mask = tokens.padding_mask
+    generator = torch.Generator()
+    first = decoder.decode(tokens, 2, **_seeded(decoder, generator))
+    torch.testing.assert_close(decoder.decode(other, 2, **_seeded(decoder, generator)), first)
+    tokens.padding_mask[:] = True
+    assert torch.isfinite(decoder.decode(tokens, 2, **_seeded(decoder, generator))).all()
+
+
+def test_regression_decoder_overfits_two_clips():
+    video = moving_squares()
+    tokens = random_tokens()
+    decoder = make(RegressionVideoDecoder)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(100):
+        loss = decoder.loss(tokens, video)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # Below what any decoder blind to the tokens can reach: it must tell the two clips apart.
+    token_blind_floor = (video - video.mean(dim=0)).square().mean().item()
+    assert losses[-1] < 0.2 * losses[0]
+    assert losses[-1] < 0.5 * token_blind_floor
+
+
+def test_tokenizer_and_decoder_train_end_to_end():
+    torch.manual_seed(0)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, num_layers=2), token_dim=16, grid_size=2)
+    decoder = make(RegressionVideoDecoder)
+    video = moving_squares()
+    decoder.loss(tokenizer(video), video).backward()
+    for name, parameter in tokenizer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_flow_decode_is_deterministic_given_a_generator():
+    decoder = make(FlowMatchingVideoDecoder, num_sampling_steps=4).eval()
+    tokens = random_tokens()
+    first = decoder.decode(tokens, 2, generator=torch.Generator().manual_seed(7))
+    again = decoder.decode(tokens, 2, generator=torch.Generator().manual_seed(7))
+    other = decoder.decode(tokens, 2, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other)
+
+
+def test_flow_classifier_free_guidance():
+    unguided = make(FlowMatchingVideoDecoder, num_sampling_steps=4).eval()
+    guided = make(FlowMatchingVideoDecoder, num_sampling_steps=4, guidance_scale=3.0).eval()
+    tokens = random_tokens()
+    samples = [d.decode(tokens, 2, generator=torch.Generator().manual_seed(0)) for d in (unguided, guided)]
+    assert samples[1].shape == (2, 2, 3, 16, 16) and torch.isfinite(samples[1]).all()
+    assert not torch.allclose(samples[0], samples[1])
+
+    noisy, t = torch.randn(2, 2, 3, 16, 16), torch.tensor([0.2, 0.7])
+    conditional = guided.velocity(noisy, t, tokens)
+    unconditional = guided.velocity(noisy, t, tokens, drop_condition=torch.ones(2, dtype=torch.bool))
+    expected = unconditional + 3.0 * (conditional - unconditional)
+    torch.testing.assert_close(guided.guided_velocity(noisy, t, tokens), expected)
+
+
+def test_flow_condition_dropout_hides_the_tokens_in_training_only():
+    decoder = make(FlowMatchingVideoDecoder, condition_dropout=1.0)
+    tokens = random_tokens()
+    tokens.tokens.requires_grad_(True)
+    decoder.loss(tokens, moving_squares()).backward()
+    assert tokens.tokens.grad is None or not tokens.tokens.grad.any()
+    decoder.eval().loss(tokens, moving_squares()).backward()
+    assert tokens.tokens.grad.any()
+
+
+def test_patchify_round_trip_and_bad_input():
+    decoder = make(RegressionVideoDecoder)
+    video = torch.rand(2, 3, 3, 16, 16)
+    patches = decoder.patchify(video)
+    assert patches.shape == (2, 3, 16, 48)
+    torch.testing.assert_close(patches[0, 0, 1], video[0, 0, :, 0:4, 4:8].flatten())  # row-major patches
+    torch.testing.assert_close(decoder.unpatchify(patches), video)
+    with pytest.raises(ValueError, match="image_size=16"):
+        decoder.patchify(torch.rand(1, 1, 3, 32, 32))
+    with pytest.raises(ValueError, match="image_size=16"):
+        decoder.loss(random_tokens(batch=1), torch.rand(1, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="T=9.*max_frames=8"):
+        decoder.decode(random_tokens(), num_frames=9)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        RegressionVideoDecoder(image_size=30, patch_size=8)
+
+
+def test_inherited_options_are_configurable_through_jsonargparse():
+    from jsonargparse import ArgumentParser
+
+    from vtok_lit.core.video_decoders import VideoDecoder
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(VideoDecoder, "decoder")
+    init_args = {"guidance_scale": 2.0, "width": 64, "num_heads": 2}
+    config = parser.parse_object(
+        {"decoder": {"class_path": "vtok_lit.core.FlowMatchingVideoDecoder", "init_args": init_args}}
+    )
+    decoder = parser.instantiate(config).decoder
+    assert (decoder.guidance_scale, decoder.width) == (2.0, 64)

@@ -1,0 +1,256 @@
+"""Video tokenizers: VTok and the two baselines it is measured against.
+
+With ``S = grid_size ** 2`` tokens a frame, a clip of ``T`` frames costs
+
+- :class:`VTokTokenizer`: ``S + ceil((T - 1) / temporal_stride)`` (key frame + one residual token per
+  later frame or group of frames),
+- :class:`FrameSamplingTokenizer`: ``T * S`` (every frame on the same grid),
+- :class:`KeyFrameTokenizer`: ``S`` (the key frame alone: it cannot see motion).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtok_lit.core.frame_encoders import FrameEncoder
+from vtok_lit.core.layers import MLP, AttentionPooling, FrameEmbedding
+from vtok_lit.core.tokens import TokenKind, VideoTokens
+
+KeyFrameName = Literal["first", "middle"]
+KeyFrame = int | KeyFrameName
+ResidualPooling = Literal["mean", "attention"]
+GroupReduction = Literal["mean", "subsample"]
+ResidualFeatures = Literal["residual", "absolute"]
+
+
+def pool_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """Average-pools ``(B, C, h, w)`` feature maps to a ``g x g`` grid and returns ``(B, g * g, C)``.
+
+    Token ``r * g + c`` holds all C channels of grid cell (row r, column c). A plain
+    ``reshape(B, -1, C)`` of the pooled map would instead mix channels of different cells.
+    """
+    pooled = F.adaptive_avg_pool2d(features, grid_size)  # (B, C, g, g)
+    return pooled.flatten(2).transpose(1, 2)
+
+
+def _check_choice(name: str, value: str, choices: object) -> None:
+    """Raises a ValueError naming the options when ``value`` is not one of the ``Literal`` ``choices``."""
+    if value not in get_args(choices):
+        raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
+
+
+def _video_tokens(tokens: torch.Tensor, kinds: torch.Tensor, frame_index: torch.Tensor) -> VideoTokens:
+    """Wraps ``(B, L, D)`` tokens with their ``(L,)`` layout; every sequence of a batch has length L."""
+    padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    return VideoTokens(tokens, kinds.to(tokens.device), frame_index.to(tokens.device), padding_mask)
+
+
+class VideoTokenizer(nn.Module, ABC):
+    """Turns ``(B, T, 3, H, W)`` clips in [0, 1] into a :class:`VideoTokens` sequence.
+
+    Every tokenizer makes grid-cell tokens the same way (:meth:`cell_tokens`); tokens carry learned
+    embeddings of their grid cell and frame index, because the decoders and LMs that consume them
+    see an unordered set.
+    """
+
+    def __init__(
+        self, frame_encoder: FrameEncoder, token_dim: int = 128, grid_size: int = 4, max_frames: int = 64
+    ) -> None:
+        """
+        Args:
+            frame_encoder: The per-frame feature extractor ``F``.
+            token_dim: Size D of every token.
+            grid_size: Side g of the grid a frame's feature map is pooled to (S = g * g tokens a frame).
+            max_frames: Longest clip the frame-index embedding covers.
+        """
+        super().__init__()
+        self.frame_encoder = frame_encoder
+        self.token_dim = token_dim
+        self.grid_size = grid_size
+        self.max_frames = max_frames
+        self.tokens_per_frame = grid_size**2
+        self.cell_projection = nn.Linear(frame_encoder.out_channels, token_dim)
+        self.cell_embedding = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, token_dim))
+        self.frame_embedding = FrameEmbedding(max_frames, token_dim)
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Runs the frame encoder on every frame: ``(B, T, 3, H, W) -> (B, T, C, h, w)``."""
+        features = self.frame_encoder(video.flatten(0, 1))
+        return features.unflatten(0, video.shape[:2])
+
+    @abstractmethod
+    def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
+        """Tokenizes ``(B, T, C, h, w)`` frame features (from :meth:`encode_frames` or a cache)."""
+
+    def forward(self, video: torch.Tensor) -> VideoTokens:
+        """Tokenizes ``(B, T, 3, H, W)`` clips in [0, 1]."""
+        return self.tokenize_features(self.encode_frames(video))
+
+    @abstractmethod
+    def num_tokens(self, num_frames: int) -> int:
+        """The sequence length L for a clip of ``num_frames`` frames."""
+
+    def key_frame_index(self, num_frames: int) -> int:
+        """The frame the others are described against; the first one where no frame is special."""
+        return 0
+
+    def cell_tokens(self, features: torch.Tensor, frame_positions: torch.Tensor) -> torch.Tensor:
+        """Grid-cell tokens of some frames: ``(B, F, C, h, w)`` -> ``(B, F * S, D)``, frame by frame.
+
+        Args:
+            features: Feature maps of F frames.
+            frame_positions: ``(F, D)`` frame-index embeddings of those frames.
+        """
+        batch, frames = features.shape[:2]
+        cells = pool_to_grid_tokens(features.flatten(0, 1), self.grid_size)  # (B * F, S, C)
+        tokens = self.cell_projection(cells) + self.cell_embedding
+        tokens = tokens.unflatten(0, (batch, frames)) + frame_positions[None, :, None]
+        return tokens.flatten(1, 2)
+
+
+class FrameSamplingTokenizer(VideoTokenizer):
+    """The naive baseline: every frame pooled to the same grid, ``T * S`` tokens of kind FRAME."""
+
+    def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
+        num_frames = features.shape[1]
+        tokens = self.cell_tokens(features, self.frame_embedding(num_frames))
+        frame_index = torch.arange(num_frames).repeat_interleave(self.tokens_per_frame)
+        return _video_tokens(tokens, torch.full_like(frame_index, TokenKind.FRAME), frame_index)
+
+    def num_tokens(self, num_frames: int) -> int:
+        return num_frames * self.tokens_per_frame
+
+
+class KeyFrameTokenizer(VideoTokenizer):
+    """The ``S`` spatial tokens of one key frame: the ablation that cannot see motion."""
+
+    def __init__(self, frame_encoder: FrameEncoder, *, key_frame: KeyFrame = "first", **kwargs) -> None:
+        """
+        Args:
+            frame_encoder: The per-frame feature extractor ``F``.
+            key_frame: Which frame is the key: "first", "middle" (``T // 2``) or an index (negative
+                counts from the end).
+            **kwargs: The :class:`VideoTokenizer` options (token_dim, grid_size, max_frames).
+        """
+        super().__init__(frame_encoder, **kwargs)
+        if isinstance(key_frame, str):
+            _check_choice("key_frame", key_frame, KeyFrameName)
+        self.key_frame = key_frame
+
+    def key_frame_index(self, num_frames: int) -> int:
+        if self.key_frame == "first":
+            return 0
+        if self.key_frame == "middle":
+            return num_frames // 2
+        if not -num_frames <= self.key_frame < num_frames:
+            raise ValueError(
+                f"key_frame={self.key_frame} is out of range for a clip of T={num_frames} frames"
+            )
+        return self.key_frame % num_frames
+
+    def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
+        num_frames = features.shape[1]
+        key = self.key_frame_index(num_frames)
+        key_position = self.frame_embedding(num_frames)[key : key + 1]
+        tokens = self.cell_tokens(features[:, key : key + 1], key_position)
+        frame_index = torch.full((self.tokens_per_frame,), key)
+        return _video_tokens(tokens, torch.full_like(frame_index, TokenKind.SPATIAL), frame_index)
+
+    def num_tokens(self, num_frames: int) -> int:
+        return self.tokens_per_frame
+
+
+class VTokTokenizer(KeyFrameTokenizer):
+    """VTok: the key frame's S spatial tokens, then ONE residual token per later frame (or group).
+
+    A residual token is ``g_phi(pool(F(x_t) - F(x_key)))``: it carries what changed since the key
+    frame, so a clip costs ``S + ceil((T - 1) / temporal_stride)`` tokens instead of ``T * S``.
+    """
+
+    def __init__(
+        self,
+        frame_encoder: FrameEncoder,
+        *,
+        temporal_stride: int = 1,
+        residual_pooling: ResidualPooling = "mean",
+        group_reduction: GroupReduction = "mean",
+        residual_features: ResidualFeatures = "residual",
+        residual_hidden_dim: int = 256,
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            frame_encoder: The per-frame feature extractor ``F``.
+            temporal_stride: How many consecutive non-key frames share one residual token.
+            residual_pooling: How the ``h * w`` positions of a residual become one vector: "mean"
+                (global average) or "attention" (one learned query).
+            group_reduction: How a group of ``temporal_stride`` frames becomes one token: "mean" of
+                their pooled residuals, or "subsample" (the group's first frame alone).
+            residual_features: "residual" pools ``F(x_t) - F(x_key)``; "absolute" pools ``F(x_t)``
+                (the ablation without the key-frame subtraction).
+            residual_hidden_dim: Hidden width of the MLP ``g_phi``.
+            **kwargs: The :class:`KeyFrameTokenizer` option (key_frame) and the
+                :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames).
+        """
+        super().__init__(frame_encoder, **kwargs)
+        if temporal_stride < 1:
+            raise ValueError(f"temporal_stride must be at least 1, got {temporal_stride}")
+        _check_choice("residual_pooling", residual_pooling, ResidualPooling)
+        _check_choice("group_reduction", group_reduction, GroupReduction)
+        _check_choice("residual_features", residual_features, ResidualFeatures)
+        self.temporal_stride = temporal_stride
+        self.group_reduction = group_reduction
+        self.residual_features = residual_features
+        channels = frame_encoder.out_channels
+        self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
+        self.residual_mlp = MLP(channels, residual_hidden_dim, self.token_dim)  # g_phi
+
+    def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
+        spatial = super().tokenize_features(features)
+        residual, group_starts = self.residual_tokens(features)
+        return _video_tokens(
+            torch.cat([spatial.tokens, residual], dim=1),
+            torch.cat([spatial.kinds, torch.full_like(group_starts, TokenKind.RESIDUAL)]),
+            torch.cat([spatial.frame_index, group_starts]),
+        )
+
+    def residual_tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual tokens of ``(B, T, C, h, w)`` features.
+
+        Returns:
+            ``(B, G, D)`` tokens, one per group of ``temporal_stride`` consecutive non-key frames (in
+            time order), and the ``(G,)`` index of each group's first frame.
+        """
+        batch, num_frames, channels = features.shape[:3]
+        device = features.device
+        key = self.key_frame_index(num_frames)
+        others = torch.tensor([t for t in range(num_frames) if t != key], dtype=torch.long, device=device)
+        group_of = torch.arange(len(others), device=device) // self.temporal_stride
+        group_starts = others[:: self.temporal_stride]
+        pooled_frames = group_starts if self.group_reduction == "subsample" else others
+
+        selected = features[:, pooled_frames]
+        if self.residual_features == "residual":
+            selected = selected - features[:, key : key + 1]
+        pooled = self.pool_positions(selected)  # (B, N, C)
+        if self.group_reduction == "mean":
+            sums = pooled.new_zeros(batch, len(group_starts), channels).index_add(1, group_of, pooled)
+            pooled = sums / torch.bincount(group_of, minlength=len(group_starts))[:, None]
+
+        positions = self.frame_embedding(num_frames)[group_starts]
+        return self.residual_mlp(pooled) + positions, group_starts
+
+    def pool_positions(self, features: torch.Tensor) -> torch.Tensor:
+        """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C)``."""
+        if self.attention_pooling is None:
+            return features.mean(dim=(-2, -1))
+        positions = features.flatten(3).transpose(2, 3)  # (B, N, h * w, C)
+        return self.attention_pooling(positions.flatten(0, 1)).unflatten(0, features.shape[:2])
+
+    def num_tokens(self, num_frames: int) -> int:
+        return self.tokens_per_frame + -(-(num_frames - 1) // self.temporal_stride)
