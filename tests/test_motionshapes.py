@@ -1,0 +1,163 @@
+"""The MotionShapes corpus: layout on disk, determinism, balance, and answers that match the clips."""
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CORPUS
+
+from vtok_lit.data.manifest import read_manifest
+from vtok_lit.data.motionshapes import (
+    COLORS,
+    QUESTION_CATEGORIES,
+    MotionShapesConfig,
+    _clip_rng,
+    _sample_objects,
+    ensure_motionshapes,
+    generate_motionshapes,
+)
+from vtok_lit.data.video_io import read_frames
+
+OBJECT_NAME = re.compile(r"the (?:(\w+) )?(circle|square|triangle)")
+
+
+def test_corpus_layout(tiny_corpus: Path) -> None:
+    root = tiny_corpus.parent
+    records = read_manifest(tiny_corpus)
+    assert Counter(record.split for record in records) == {"train": 8, "val": 4}
+    assert all(record.video.is_file() and record.video.parent == root / "clips" for record in records)
+    corpus = json.loads((root / "corpus.json").read_text())
+    assert corpus["config"] == asdict(TINY_CORPUS) and "format_version" in corpus
+    frames = read_frames(records[0].video, [0, 15])
+    assert frames.shape == (2, 64, 64, 3)
+
+
+def test_same_seed_same_corpus_in_any_number_of_processes(tiny_corpus: Path, tmp_path: Path) -> None:
+    again = generate_motionshapes(tmp_path, TINY_CORPUS, processes=2)
+    assert again.read_text() == tiny_corpus.read_text()
+    # Byte-identical files, so identical decoded frames too.
+    for record in read_manifest(again):
+        assert record.video.read_bytes() == (tiny_corpus.parent / "clips" / record.video.name).read_bytes()
+
+
+def test_another_seed_another_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
+    other = generate_motionshapes(tmp_path, replace(TINY_CORPUS, seed=1), processes=1)
+    assert [r.caption for r in read_manifest(other)] != [r.caption for r in read_manifest(tiny_corpus)]
+    first, second = (read_frames(read_manifest(m)[0].video, range(16)).float() for m in (tiny_corpus, other))
+    assert (first - second).abs().mean() > 5
+
+
+def test_every_question_category_appears(tiny_corpus: Path) -> None:
+    records = read_manifest(tiny_corpus)
+    assert {pair.category for record in records for pair in record.qa} == set(QUESTION_CATEGORIES)
+    for record in records:
+        categories = [pair.category for pair in record.qa]
+        assert len(categories) == len(set(categories)), "one question per category"
+
+
+def find(objects: list[dict], question: str, position: int = 0) -> dict:
+    color, shape = OBJECT_NAME.findall(question)[position]
+    (match,) = [obj for obj in objects if obj["shape"] == shape and color in ("", obj["color"])]
+    return match
+
+
+def expected_answer(category: str, question: str, objects: list[dict]) -> str:
+    """The answer worked out from the per-object metadata alone."""
+    if category == "counting":
+        return str(len(objects))
+    obj = find(objects, question)
+    if category == "relative_position":
+        other = find(objects, question, position=1)
+        dx, dy = (obj["end_center"][axis] - other["end_center"][axis] for axis in (0, 1))
+        if "left of or right of" in question:
+            assert abs(dx) >= abs(dy)
+            return "left" if dx < 0 else "right"
+        assert "above or below" in question and abs(dy) > abs(dx)
+        return "above" if dy < 0 else "below"
+    return {
+        "direction": obj["direction"],
+        "size": obj["size"],
+        "color": obj["color"],
+        "state": obj["state"],
+        "motion": "still" if obj["direction"] == "still" else "moving",
+    }[category]
+
+
+def test_answers_and_captions_match_the_objects(tiny_corpus: Path) -> None:
+    for record in read_manifest(tiny_corpus):
+        objects = record.meta["objects"]
+        assert len({obj["shape"] for obj in objects}) == len(objects)
+        assert len({obj["color"] for obj in objects}) == len(objects)
+        for obj in objects:
+            assert f"a {obj['size']} {obj['color']} {obj['shape']}" in record.caption
+        for pair in record.qa:
+            assert pair.answer == expected_answer(pair.category, pair.question, objects), pair
+
+
+def test_metadata_matches_the_pixels(tiny_corpus: Path) -> None:
+    """Each object is where its metadata says, in its colour, moving the way it says."""
+    last = TINY_CORPUS.num_frames - 1
+    for record in read_manifest(tiny_corpus):
+        frames = read_frames(record.video, [0, last]).float()
+        for obj in record.meta["objects"]:
+            (x0, y0), (x1, y1) = obj["start_center"], obj["end_center"]
+            color = torch.tensor(COLORS[obj["color"]]) * 255
+            opaque = [(frames[0], x0, y0)] + ([] if obj["state"] == "fades" else [(frames[1], x1, y1)])
+            for frame, x, y in opaque:
+                assert (frame[int(y), int(x)] - color).abs().max() < 40, (record.video, obj)
+            dx, dy = x1 - x0, y1 - y0
+            step = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+            sx, sy = step[obj["direction"]]
+            assert np.sign(dx) == sx and np.sign(dy) == sy
+            assert max(abs(dx), abs(dy)) >= (10 if obj["direction"] != "still" else 0)
+            assert all(0 < c < TINY_CORPUS.image_size for c in (x0, y0, x1, y1))
+
+
+def test_attributes_are_reasonably_balanced() -> None:
+    config = MotionShapesConfig()
+    clips = [_sample_objects(_clip_rng(config, "train", index), config) for index in range(600)]
+    objects = [obj for clip in clips for obj in clip]
+    share = Counter()
+    for obj in objects:
+        share.update([obj.direction, obj.state, obj.size])
+    bounds = {"still": (0.2, 0.3), "grows": (0.25, 0.4), "fades": (0.25, 0.4), "small": (0.4, 0.6)}
+    for value, (low, high) in bounds.items():
+        assert low <= share[value] / len(objects) <= high, value
+    for count, clips_with_count in Counter(len(clip) for clip in clips).items():
+        assert count in (1, 2, 3) and 0.25 <= clips_with_count / len(clips) <= 0.42, count
+    for direction in ("left", "right", "up", "down"):
+        assert 0.14 <= share[direction] / len(objects) <= 0.24, direction
+
+
+def test_ensure_reuses_a_matching_corpus_and_regenerates_a_changed_one(tmp_path: Path) -> None:
+    small = replace(TINY_CORPUS, num_train=3, num_val=1)
+    manifest = ensure_motionshapes(tmp_path, small, processes=1)
+    stamp = manifest.stat().st_mtime_ns
+    assert ensure_motionshapes(tmp_path, small, processes=1) == manifest
+    assert manifest.stat().st_mtime_ns == stamp
+
+    smaller = replace(small, num_train=2)
+    ensure_motionshapes(tmp_path, smaller, processes=1)
+    assert len(read_manifest(manifest)) == 3
+    assert len(list((tmp_path / "clips").iterdir())) == 3, "clips of the old corpus are removed"
+    assert json.loads((tmp_path / "corpus.json").read_text())["config"] == asdict(smaller)
+
+    # A generation interrupted before corpus.json was written is not taken for a finished one.
+    (tmp_path / "corpus.json").unlink()
+    stamp = manifest.stat().st_mtime_ns
+    ensure_motionshapes(tmp_path, smaller, processes=1)
+    assert manifest.stat().st_mtime_ns != stamp and (tmp_path / "corpus.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"max_objects": 4}, {"max_objects": 0}, {"image_size": 63}, {"num_frames": 0}, {"num_val": -1}],
+)
+def test_impossible_configs_are_rejected(changes: dict) -> None:
+    with pytest.raises(ValueError):
+        MotionShapesConfig(**changes)

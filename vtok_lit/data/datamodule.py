@@ -1,0 +1,177 @@
+"""The one LightningDataModule of the kit: clips of a JSONL manifest, or the built-in MotionShapes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vtok_lit.data.dataset import BadVideoPolicy, VideoTextDataset, collate_video_text
+from vtok_lit.data.manifest import ManifestRecord, read_manifest
+from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
+from vtok_lit.data.video_io import FrameSampling
+
+# How many missing files the "skip" warning lists by name.
+_MISSING_SHOWN = 5
+# A frozen dataclass, so one shared default instance is safe.
+_DEFAULT_CORPUS = MotionShapesConfig()
+
+
+class VideoTextDataModule(L.LightningDataModule):
+    """Video clips with captions and questions, from a manifest or the built-in MotionShapes corpus.
+
+    Batches are dicts from :func:`vtok_lit.data.dataset.collate_video_text`: ``"video"``
+    ``(B, T, 3, H, W)`` float32 in ``[0, 1]``, ``"frame_indices"`` ``(B, T)``, lists ``"caption"``,
+    ``"questions"``, ``"path"``, ``"meta"``, and ``"num_skipped"``. A batch whose every clip was
+    skipped is None.
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        data_dir: str = "data/motionshapes",
+        corpus: MotionShapesConfig = _DEFAULT_CORPUS,
+        num_frames: int = 16,
+        frame_sampling: FrameSampling = "uniform",
+        frame_stride: int = 1,
+        target_fps: float | None = None,
+        image_size: int = 64,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        bad_video_policy: BadVideoPolicy = "raise",
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        max_train_clips: int | None = None,
+        max_val_clips: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Configure the data.
+
+        Args:
+            manifest: JSONL manifest of the clips (see :mod:`vtok_lit.data.manifest`); None uses
+                the built-in MotionShapes corpus, generated into ``data_dir`` when missing.
+            data_dir: Folder of the MotionShapes corpus (used when ``manifest`` is None).
+            corpus: Parameters of the MotionShapes corpus (used when ``manifest`` is None).
+            num_frames: Frames sampled from each clip.
+            frame_sampling: ``"uniform"``: evenly from the first to the last frame; ``"stride"``:
+                every ``frame_stride``-th frame from the start; ``"fps"``: resampled to
+                ``target_fps`` from the start.
+            frame_stride: Step between frames for ``"stride"`` sampling.
+            target_fps: Frame rate for ``"fps"`` sampling.
+            image_size: Side of the square frames (shorter side resized, longer side centre-cropped).
+            batch_size: Clips per batch.
+            num_workers: DataLoader worker processes; 0 reads in the main process.
+            bad_video_policy: ``"raise"``: a missing, undecodable or too short video is an error
+                naming its manifest line; ``"skip"``: it is dropped with a warning (missing files
+                at setup, the others from their batch, counted in ``"num_skipped"``).
+            train_split: Manifest split used for training.
+            val_split: Manifest split used for validation and prediction.
+            test_split: Manifest split used for testing; the validation split when the manifest
+                has no line of this split.
+            max_train_clips: Use only the first this many training clips (for debug runs).
+            max_val_clips: Use only the first this many validation, test and prediction clips.
+            seed: Seed of the training loader's shuffling.
+        """
+        super().__init__()
+        self._clip_args = {
+            "num_frames": num_frames,
+            "frame_sampling": frame_sampling,
+            "frame_stride": frame_stride,
+            "target_fps": target_fps,
+            "image_size": image_size,
+            "bad_video_policy": bad_video_policy,
+        }
+        # An empty dataset checks the clip arguments now rather than after the corpus is generated.
+        VideoTextDataset([], **self._clip_args)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must not be negative, got {num_workers}")
+        for name, value in (("max_train_clips", max_train_clips), ("max_val_clips", max_val_clips)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {value}")
+        self.save_hyperparameters()
+        # Under LightningCLI, hparams hold the parsed config (a dict here), so keep the object too.
+        self.corpus = corpus
+        self.manifest_path = Path(manifest) if manifest is not None else Path(data_dir) / "manifest.jsonl"
+        self.num_skipped_missing = 0
+        self._splits: dict[str, list[ManifestRecord]] | None = None
+        self.datasets: dict[str, VideoTextDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.hparams.manifest is None:
+            ensure_motionshapes(self.hparams.data_dir, self.corpus)
+
+    def setup(self, stage: str) -> None:
+        splits = self._read_splits()
+        test_split = self.hparams.test_split if self.hparams.test_split in splits else self.hparams.val_split
+        names = {
+            "fit": {"train": self.hparams.train_split, "val": self.hparams.val_split},
+            "validate": {"val": self.hparams.val_split},
+            "test": {"test": test_split},
+            "predict": {"predict": self.hparams.val_split},
+        }[stage]
+        for role, split in names.items():
+            limit = self.hparams.max_train_clips if role == "train" else self.hparams.max_val_clips
+            records = splits.get(split, [])
+            if not records:
+                raise ValueError(
+                    f"split {split!r} (for {role}) has no usable clips in {self.manifest_path}; "
+                    f"splits found: {sorted(splits)}"
+                )
+            self.datasets[role] = VideoTextDataset(records[:limit], **self._clip_args)
+
+    def _read_splits(self) -> dict[str, list[ManifestRecord]]:
+        """Read the manifest once, check every referenced file exists, and group records by split."""
+        if self._splits is not None:
+            return self._splits
+        records = read_manifest(self.manifest_path)
+        present, missing = [], []
+        for record in records:
+            (present if record.video.is_file() else missing).append(record)
+        if missing and self.hparams.bad_video_policy == "raise":
+            first = missing[0]
+            raise FileNotFoundError(
+                f"{first.location}: video file not found: {first.video}"
+                f" ({len(missing)} of {len(records)} videos in the manifest are missing)"
+            )
+        if missing:
+            shown = ", ".join(str(record.video) for record in missing[:_MISSING_SHOWN])
+            warnings.warn(
+                f"{self.manifest_path}: skipping {len(missing)} of {len(records)} clips whose video file "
+                f"is missing: {shown}{', ...' if len(missing) > _MISSING_SHOWN else ''}",
+                stacklevel=2,
+            )
+        self.num_skipped_missing = len(missing)
+        self._splits = {}
+        for record in present:
+            self._splits.setdefault(record.split, []).append(record)
+        return self._splits
+
+    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.datasets[role],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
+            num_workers=workers,
+            collate_fn=collate_video_text,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)

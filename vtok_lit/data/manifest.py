@@ -1,0 +1,143 @@
+"""JSONL manifests: one line per clip, naming its video, caption, questions and split.
+
+A line looks like::
+
+    {"video": "clips/000.mp4", "caption": "a red circle moves left",
+     "qa": [{"question": "...", "answer": "...", "category": "direction"}], "split": "train"}
+
+``qa`` and ``split`` are optional (the split defaults to ``"train"``), other keys are kept as the
+record's ``meta``, and a relative video path is relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SPLIT = "train"
+_KNOWN_KEYS = ("video", "caption", "qa", "split")
+
+
+class ManifestError(ValueError):
+    """A manifest is missing or one of its lines is malformed."""
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """One question about a clip.
+
+    Attributes:
+        question: The question text.
+        answer: The expected answer text.
+        category: What the question tests (e.g. ``"direction"``), None when the manifest gives none.
+    """
+
+    question: str
+    answer: str
+    category: str | None = None
+
+
+@dataclass
+class ManifestRecord:
+    """One clip of a manifest.
+
+    Attributes:
+        video: The video file, resolved against the manifest's folder.
+        caption: The caption text.
+        qa: Questions about the clip.
+        split: The split the clip belongs to, e.g. ``"train"``.
+        line: 1-based line number in the manifest.
+        manifest: The manifest file the record comes from, None for a record made in code.
+        meta: Every other key of the line, as parsed.
+    """
+
+    video: Path
+    caption: str
+    qa: list[QAPair] = field(default_factory=list)
+    split: str = DEFAULT_SPLIT
+    line: int = 0
+    manifest: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str:
+        """Where the record comes from, for error messages: ``"<manifest> line <n>"``."""
+        return f"{self.manifest} line {self.line}" if self.manifest else f"record of {self.video}"
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRecord]:
+    """Parse a JSONL manifest; blank lines are ignored.
+
+    Raises:
+        ManifestError: The file is missing, a line is not a JSON object, or a key is missing or has
+            the wrong type; the message names the file, the line and the key.
+    """
+    manifest = Path(path).absolute()
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ManifestError(f"manifest not found: {manifest}") from err
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            records.append(_parse_line(line, manifest, line_number))
+    return records
+
+
+def _parse_line(line: str, manifest: Path, line_number: int) -> ManifestRecord:
+    where = f"{manifest} line {line_number}"
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{where}: invalid JSON: {err.msg} at column {err.colno}") from err
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    video = _string(entry, "video", where, required=True)
+    if not video:
+        raise ManifestError(f"{where}: key 'video' is empty")
+    qa_entries = entry.get("qa", [])
+    if not isinstance(qa_entries, list):
+        raise ManifestError(f"{where}: key 'qa' must be a list, got {qa_entries!r}")
+    qa = [_parse_qa(item, f"{where}: qa[{i}]") for i, item in enumerate(qa_entries)]
+    split = _string(entry, "split", where, required=False) or DEFAULT_SPLIT
+    return ManifestRecord(
+        video=manifest.parent / video,
+        caption=_string(entry, "caption", where, required=True),
+        qa=qa,
+        split=split,
+        line=line_number,
+        manifest=manifest,
+        meta={key: value for key, value in entry.items() if key not in _KNOWN_KEYS},
+    )
+
+
+def _parse_qa(item: Any, where: str) -> QAPair:
+    if not isinstance(item, dict):
+        raise ManifestError(f"{where}: expected an object with 'question' and 'answer', got {item!r}")
+    return QAPair(
+        question=_string(item, "question", where, required=True),
+        answer=_string(item, "answer", where, required=True),
+        category=_string(item, "category", where, required=False),
+    )
+
+
+def _string(entry: dict[str, Any], key: str, where: str, required: bool) -> str | None:
+    if key not in entry:
+        if required:
+            raise ManifestError(f"{where}: missing key '{key}'")
+        return None
+    value = entry[key]
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: key '{key}' must be a string, got {value!r}")
+    return value
+
+
+def write_manifest(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write records (dicts in the manifest's line format) as a JSONL manifest, one per line."""
+    with open(path, "w", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,345 @@
+"""MotionShapes: the built-in corpus of coloured shapes moving on a grey background.
+
+Every clip holds 1 to ``max_objects`` objects, each a distinct shape in a distinct colour, so "the
+red circle" and "the circle" name exactly one object. An object is small or large, moves left,
+right, up or down at constant speed (staying fully inside the frame) or stays still, and grows,
+fades toward the background or stays unchanged. Each clip gets a caption describing every object
+and one question per category that applies (see :data:`QUESTION_CATEGORIES`).
+
+The corpus is a folder ``root/`` with ``clips/*.mp4``, ``manifest.jsonl`` (the format
+:mod:`vtok_lit.data.manifest` reads; per-object metadata under ``"objects"``) and ``corpus.json``,
+written last, recording the parameters of a finished generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vtok_lit.data.manifest import write_manifest
+from vtok_lit.data.video_io import write_video
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+SHAPES = ("circle", "square", "triangle")
+COLORS = {
+    "red": (0.86, 0.16, 0.16),
+    "green": (0.16, 0.71, 0.24),
+    "blue": (0.16, 0.31, 0.86),
+    "yellow": (0.92, 0.82, 0.16),
+}
+# Half the extent of a shape (circle radius, half a square's side) as a fraction of the frame side.
+SIZES = {"small": 0.07, "large": 0.12}
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+STATES = ("grows", "fades", "unchanged")
+QUESTION_CATEGORIES = ("counting", "direction", "relative_position", "size", "color", "state", "motion")
+
+STILL_PROBABILITY = 0.25
+# Displacement per frame for a 64 px frame, scaled with the frame size: 15-30 px over 16 frames.
+SPEED_RANGE_PX = (1.0, 2.0)
+GROWTH = 1.5  # a growing object ends this many times its first-frame size
+FADE_END_OPACITY = 0.2  # a fading object stays faintly visible so it can still be located at the end
+BACKGROUND = 0.5
+MARGIN_PX = 1.0
+# Positions are redrawn until no two objects overlap in the first or last frame (so counting and
+# relative positions can be read off them). Some attribute draws (three large growing objects
+# crossing paths) rarely fit; those attributes are redrawn, keeping the object count, which tilts
+# the balance only slightly (about 52% small, 31% growing).
+LAYOUT_TRIES = 20
+ATTRIBUTE_TRIES = 50
+
+
+@dataclass(frozen=True)
+class MotionShapesConfig:
+    """Parameters of a MotionShapes corpus; the same parameters always give the same corpus.
+
+    Attributes:
+        num_train: Clips in the ``"train"`` split.
+        num_val: Clips in the ``"val"`` split.
+        num_frames: Frames per clip.
+        image_size: Frame height and width in pixels (even, for yuv420p).
+        fps: Frame rate written into the videos.
+        max_objects: Most objects in a clip (1 to 3: every object has its own shape).
+        noise_std: Standard deviation of the background noise, on a 0-1 intensity scale, drawn
+            afresh for every frame.
+        seed: Seed from which every clip's random generator is derived.
+    """
+
+    num_train: int = 2000
+    num_val: int = 200
+    num_frames: int = 16
+    image_size: int = 64
+    fps: int = 8
+    max_objects: int = 3
+    noise_std: float = 0.03
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_train < 0 or self.num_val < 0:
+            raise ValueError(f"clip counts must not be negative, got {self.num_train} and {self.num_val}")
+        if self.num_frames < 1 or self.fps <= 0:
+            raise ValueError(f"need num_frames >= 1 and fps > 0, got {self.num_frames} and {self.fps}")
+        if self.image_size < 16 or self.image_size % 2:
+            raise ValueError(f"image_size must be even and at least 16, got {self.image_size}")
+        if not 1 <= self.max_objects <= len(SHAPES):
+            raise ValueError(f"max_objects must be 1 to {len(SHAPES)}, got {self.max_objects}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must not be negative, got {self.noise_std}")
+
+
+@dataclass
+class _ShapeObject:
+    """One object of a clip; centres are ``(x, y)`` in pixels, y pointing down."""
+
+    shape: str
+    color: str
+    size: str
+    direction: str  # a key of DIRECTIONS, or "still"
+    state: str
+    half_size: float  # at the first frame
+    start: tuple[float, float] = (0.0, 0.0)
+    end: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+    @property
+    def largest_half_size(self) -> float:
+        return self.half_size * (GROWTH if self.state == "grows" else 1.0)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape,
+            "color": self.color,
+            "size": self.size,
+            "direction": self.direction,
+            "state": self.state,
+            "start_center": [round(v, 2) for v in self.start],
+            "end_center": [round(v, 2) for v in self.end],
+        }
+
+
+def _clip_rng(config: MotionShapesConfig, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, SPLITS.index(split), index])
+
+
+def _sample_objects(rng: np.random.Generator, config: MotionShapesConfig) -> list[_ShapeObject]:
+    count = int(rng.integers(1, config.max_objects + 1))
+    for _ in range(ATTRIBUTE_TRIES):
+        objects = _sample_attributes(rng, config, count)
+        for _ in range(LAYOUT_TRIES):
+            for obj in objects:
+                _place(obj, rng, config)
+            if not _any_overlap(objects):
+                return objects
+    return objects
+
+
+def _sample_attributes(
+    rng: np.random.Generator, config: MotionShapesConfig, count: int
+) -> list[_ShapeObject]:
+    shapes = rng.choice(SHAPES, size=count, replace=False)
+    colors = rng.choice(list(COLORS), size=count, replace=False)
+    objects = []
+    for shape, color in zip(shapes, colors, strict=True):
+        size = str(rng.choice(list(SIZES)))
+        moves = rng.random() >= STILL_PROBABILITY
+        objects.append(
+            _ShapeObject(
+                shape=str(shape),
+                color=str(color),
+                size=size,
+                direction=str(rng.choice(list(DIRECTIONS))) if moves else "still",
+                state=str(rng.choice(STATES)),
+                half_size=SIZES[size] * config.image_size,
+            )
+        )
+    return objects
+
+
+def _place(obj: _ShapeObject, rng: np.random.Generator, config: MotionShapesConfig) -> None:
+    """Draw a start and end centre keeping the whole object inside the frame for the whole clip."""
+    low = obj.largest_half_size + MARGIN_PX
+    high = config.image_size - low
+    start = rng.uniform(low, high, size=2)
+    if obj.direction == "still":
+        obj.start = obj.end = (float(start[0]), float(start[1]))
+        return
+    step = np.array(DIRECTIONS[obj.direction])
+    speed = rng.uniform(*SPEED_RANGE_PX) * config.image_size / 64
+    distance = min(speed * (config.num_frames - 1), high - low)
+    # Along the motion axis the start must leave room for the whole distance.
+    axis = int(np.argmax(np.abs(step)))
+    start[axis] = rng.uniform(low, high - distance) if step[axis] > 0 else rng.uniform(low + distance, high)
+    end = start + step * distance
+    obj.start, obj.end = (float(start[0]), float(start[1])), (float(end[0]), float(end[1]))
+
+
+def _any_overlap(objects: list[_ShapeObject]) -> bool:
+    for i, a in enumerate(objects):
+        for b in objects[i + 1 :]:
+            reach = a.largest_half_size + b.largest_half_size + MARGIN_PX
+            for ca, cb in ((a.start, b.start), (a.end, b.end)):
+                if abs(ca[0] - cb[0]) < reach and abs(ca[1] - cb[1]) < reach:
+                    return True
+    return False
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Pixels inside ``shape``, from offsets to its centre and its half size (broadcast)."""
+    if shape == "circle":
+        return dx**2 + dy**2 <= half**2
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= half
+    # An upward triangle: apex at dy = -half, base of width 2 * half at dy = +half.
+    return (np.abs(dy) <= half) & (np.abs(dx) <= (dy + half) / 2)
+
+
+def _render(objects: list[_ShapeObject], rng: np.random.Generator, config: MotionShapesConfig) -> np.ndarray:
+    """Draw the clip: ``(T, H, W, 3)`` uint8."""
+    frames_shape = (config.num_frames, config.image_size, config.image_size, 3)
+    frames = BACKGROUND + config.noise_std * rng.standard_normal(frames_shape, dtype=np.float32)
+    progress = np.linspace(0.0, 1.0, config.num_frames)[:, None, None]  # (T, 1, 1), 0 -> 1 over the clip
+    ys, xs = np.mgrid[: config.image_size, : config.image_size] + 0.5  # pixel centres
+    for obj in objects:
+        centre_x = obj.start[0] + (obj.end[0] - obj.start[0]) * progress
+        centre_y = obj.start[1] + (obj.end[1] - obj.start[1]) * progress
+        half = obj.half_size * (1 + (GROWTH - 1) * progress if obj.state == "grows" else 1.0)
+        opacity = 1 - (1 - FADE_END_OPACITY) * progress if obj.state == "fades" else 1.0
+        weight = (_shape_mask(obj.shape, xs - centre_x, ys - centre_y, half) * opacity)[..., None]
+        frames = frames * (1 - weight) + np.array(COLORS[obj.color]) * weight
+    return np.rint(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _caption(objects: list[_ShapeObject]) -> str:
+    phrases = []
+    for obj in objects:
+        motion = "stays still" if obj.direction == "still" else f"moves {obj.direction}"
+        change = "" if obj.state == "unchanged" else f" and {obj.state}"
+        phrases.append(f"a {obj.size} {obj.color} {obj.shape} {motion}{change}")
+    return "; ".join(phrases) + "."
+
+
+def _questions(objects: list[_ShapeObject], rng: np.random.Generator) -> list[dict[str, str]]:
+    """One question per category that applies, each about an object drawn by ``rng``."""
+
+    def pick(candidates: list[_ShapeObject]) -> _ShapeObject:
+        return candidates[int(rng.integers(len(candidates)))]
+
+    def qa(category: str, question: str, answer: str) -> dict[str, str]:
+        return {"question": question, "answer": answer, "category": category}
+
+    questions = [qa("counting", "How many objects are there?", str(len(objects)))]
+    moving = [obj for obj in objects if obj.direction != "still"]
+    if moving:
+        obj = pick(moving)
+        questions.append(qa("direction", f"Which way does the {obj.name} move?", obj.direction))
+    if len(objects) >= 2:
+        first, second = (objects[i] for i in rng.choice(len(objects), size=2, replace=False))
+        dx, dy = (first.end[axis] - second.end[axis] for axis in (0, 1))
+        if abs(dx) >= abs(dy):
+            question = f"At the end, is the {first.name} left of or right of the {second.name}?"
+            answer = "left" if dx < 0 else "right"
+        else:
+            question = f"At the end, is the {first.name} above or below the {second.name}?"
+            answer = "above" if dy < 0 else "below"
+        questions.append(qa("relative_position", question, answer))
+    obj = pick(objects)
+    questions.append(qa("size", f"What size is the {obj.name}?", obj.size))
+    obj = pick(objects)
+    questions.append(qa("color", f"What color is the {obj.shape}?", obj.color))
+    obj = pick(objects)
+    questions.append(qa("state", f"What happens to the {obj.name}?", obj.state))
+    obj = pick(objects)
+    motion = "still" if obj.direction == "still" else "moving"
+    questions.append(qa("motion", f"Is the {obj.name} moving or still?", motion))
+    return questions
+
+
+def _make_clip(task: tuple[Path, MotionShapesConfig, str, int]) -> dict[str, Any]:
+    """Draw, encode and describe one clip; returns its manifest line."""
+    root, config, split, index = task
+    rng = _clip_rng(config, split, index)
+    objects = _sample_objects(rng, config)
+    video = f"clips/{split}_{index:05d}.mp4"
+    write_video(root / video, _render(objects, rng, config), fps=config.fps)
+    return {
+        "video": video,
+        "caption": _caption(objects),
+        "qa": _questions(objects, rng),
+        "split": split,
+        "objects": [obj.metadata() for obj in objects],
+    }
+
+
+def _description(config: MotionShapesConfig) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "config": asdict(config)}
+
+
+def generate_motionshapes(
+    root: str | os.PathLike, config: MotionShapesConfig | None = None, processes: int = 2
+) -> Path:
+    """Generate a MotionShapes corpus into ``root``, replacing any corpus there.
+
+    Args:
+        root: Folder of the corpus; its ``clips/`` subfolder is emptied first.
+        config: Corpus parameters; None means the defaults.
+        processes: Worker processes drawing and encoding clips; 1 works in this process.
+
+    Returns:
+        Path of the corpus's ``manifest.jsonl``.
+    """
+    config = config or MotionShapesConfig()
+    root = Path(root)
+    corpus_file = root / "corpus.json"
+    # Forget the old corpus first so that an interrupted run is never taken for a finished one.
+    corpus_file.unlink(missing_ok=True)
+    shutil.rmtree(root / "clips", ignore_errors=True)
+    (root / "clips").mkdir(parents=True)
+    counts = {"train": config.num_train, "val": config.num_val}
+    tasks = [(root, config, split, index) for split in SPLITS for index in range(counts[split])]
+    if processes > 1:
+        # An executor, not multiprocessing.Pool: a worker that dies raises here instead of being
+        # replaced forever.
+        with ProcessPoolExecutor(processes) as pool:
+            records = list(pool.map(_make_clip, tasks, chunksize=32))
+    else:
+        records = [_make_clip(task) for task in tasks]
+    manifest = root / "manifest.jsonl"
+    write_manifest(manifest, records)
+    partial = corpus_file.with_suffix(".json.partial")
+    partial.write_text(json.dumps(_description(config), indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, corpus_file)
+    return manifest
+
+
+def ensure_motionshapes(
+    root: str | os.PathLike, config: MotionShapesConfig | None = None, processes: int = 2
+) -> Path:
+    """Return the manifest of the corpus in ``root``, generating it unless it matches ``config``.
+
+    Args:
+        root: Folder of the corpus.
+        config: Corpus parameters; None means the defaults.
+        processes: Worker processes if the corpus must be generated.
+
+    Returns:
+        Path of the corpus's ``manifest.jsonl``.
+    """
+    config = config or MotionShapesConfig()
+    corpus_file = Path(root) / "corpus.json"
+    try:
+        recorded = json.loads(corpus_file.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        recorded = None
+    if recorded == _description(config):
+        return Path(root) / "manifest.jsonl"
+    return generate_motionshapes(root, config, processes)
