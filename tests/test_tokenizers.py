@@ -138,7 +138,7 @@ def residual_tokens_for_static_video(residual_features: str, seed: int) -> tuple
     """The residual tokens of a clip of 5 copies of one random frame, and g_phi(0) + frame embeddings."""
     torch.manual_seed(0)
     tokenizer = VTokTokenizer(
-        ConvFrameEncoder(channels=8, num_layers=2),
+        ConvFrameEncoder(channels=8, patch_size=4),
         token_dim=8,
         grid_size=2,
         residual_features=residual_features,
@@ -185,7 +185,7 @@ def test_attention_pooling_starts_as_mean_pooling_and_learns():
 def test_gradients_reach_g_phi_and_the_frame_encoder(residual_pooling):
     torch.manual_seed(0)
     tokenizer = VTokTokenizer(
-        ConvFrameEncoder(channels=8, num_layers=2), token_dim=8, residual_pooling=residual_pooling
+        ConvFrameEncoder(channels=8, patch_size=4), token_dim=8, residual_pooling=residual_pooling
     )
     tokens = tokenizer(torch.rand(2, 4, 3, 16, 16))
     tokens.tokens[:, GRID * GRID :].square().mean().backward()  # residual tokens alone

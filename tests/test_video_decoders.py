@@ -95,7 +95,7 @@ def test_regression_decoder_overfits_two_clips():
 
 def test_tokenizer_and_decoder_train_end_to_end():
     torch.manual_seed(0)
-    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, num_layers=2), token_dim=16, grid_size=2)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
     decoder = make(RegressionVideoDecoder)
     video = moving_squares()
     decoder.loss(tokenizer(video), video).backward()
@@ -168,3 +168,40 @@ def test_inherited_options_are_configurable_through_jsonargparse():
     )
     decoder = parser.instantiate(config).decoder
     assert (decoder.guidance_scale, decoder.width) == (2.0, 64)
+
+
+def test_frames_per_clip_takes_the_loss_on_a_subset_of_frames() -> None:
+    torch.manual_seed(0)
+    decoder = RegressionVideoDecoder(
+        token_dim=16, image_size=16, patch_size=8, width=16, depth=1, frames_per_clip=2
+    )
+    tokens = VideoTokens(
+        torch.randn(1, 3, 16),
+        torch.zeros(3, dtype=torch.long),
+        torch.zeros(3, dtype=torch.long),
+        torch.zeros(1, 3, dtype=torch.bool),
+    )
+    video = torch.rand(1, 6, 3, 16, 16)
+    torch.manual_seed(1)
+    loss = decoder.loss(tokens, video)
+    torch.manual_seed(1)
+    frames = decoder.loss_frames(6, video.device)
+    assert frames.tolist() == sorted(frames.tolist()) and len(frames) == 2
+    expected = torch.nn.functional.mse_loss(decoder(tokens, 6)[:, frames], video[:, frames])
+    torch.testing.assert_close(loss, expected)
+    decoder.eval()
+    assert decoder.loss_frames(6, video.device) is None
+
+
+def test_locality_bias_favours_near_cells_and_the_query_frame() -> None:
+    decoder = RegressionVideoDecoder(token_dim=16, image_size=32, patch_size=8, width=16, depth=1)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
+    tokens = tokenizer(torch.rand(1, 4, 3, 32, 32))
+    bias = decoder.locality_bias(tokens, torch.arange(4)).unflatten(0, (4, 16))  # (T, P, 1 + L)
+    top_left_patch, top_left_cell, bottom_right_cell = 0, 1, 4
+    assert bias[0, top_left_patch, top_left_cell] > bias[0, top_left_patch, bottom_right_cell]
+    # Residual tokens (frames 1, 2, 3) are favoured by their own frame's queries, whatever the patch.
+    residual_columns = 1 + 4 + torch.arange(3)
+    for frame in (1, 2, 3):
+        assert bias[frame, :, residual_columns].argmax(-1).eq(frame - 1).all()
+    assert torch.isfinite(bias).all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -35,33 +34,37 @@ class FrameEncoder(nn.Module, ABC):
 class ConvFrameEncoder(FrameEncoder):
     """A small trainable convolutional encoder for CPU runs.
 
-    Each stage halves the resolution (64x64 frames give 8x8 maps with 3 stages).
+    A patch-embedding stem (one ``patch_size`` x ``patch_size`` convolution of that stride, so 64x64
+    frames give 8x8 maps with the default) followed by residual 3x3 convolution blocks. The stem is
+    linear in the pixels, so every object, however small, reaches the feature map from the first step;
+    a stack of normalised stride-2 stages instead let small shapes fade into the background and kept
+    reconstruction training at the mean frame.
     """
 
-    def __init__(self, channels: int = 64, num_layers: int = 3, coordinate_channels: bool = True) -> None:
+    def __init__(
+        self, channels: int = 64, patch_size: int = 8, num_blocks: int = 2, coordinate_channels: bool = True
+    ) -> None:
         """
         Args:
-            channels: Width of every stage, and so the number of output channels.
-            num_layers: Number of stride-2 stages (3x3 conv, GroupNorm, GELU).
+            channels: Width of the stem and the blocks, and so the number of output channels.
+            patch_size: Side of the square patch one feature-map position sees (the stem's stride).
+            num_blocks: Residual blocks (GELU, 3x3 conv) after the stem.
             coordinate_channels: Append x/y coordinate planes in [-1, 1] to the input. They make
                 pooled features position-aware, so a globally pooled residual can tell which way
                 something moved.
         """
         super().__init__()
         self.channels = channels
-        self.num_layers = num_layers
+        self.patch_size = patch_size
+        self.num_blocks = num_blocks
         self.coordinate_channels = coordinate_channels
         self.out_channels = channels
-        stages = []
         in_channels = 5 if coordinate_channels else 3
-        for _ in range(num_layers):
-            stages += [
-                nn.Conv2d(in_channels, channels, kernel_size=3, stride=2, padding=1),
-                nn.GroupNorm(math.gcd(8, channels), channels),
-                nn.GELU(),
-            ]
-            in_channels = channels
-        self.stages = nn.Sequential(*stages)
+        self.stem = nn.Conv2d(in_channels, channels, kernel_size=patch_size, stride=patch_size)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, kernel_size=3, padding=1))
+            for _ in range(num_blocks)
+        )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames * 2 - 1
@@ -72,10 +75,14 @@ class ConvFrameEncoder(FrameEncoder):
             grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
             coordinates = torch.stack([grid_x, grid_y]).expand(n, -1, -1, -1)
             x = torch.cat([x, coordinates], dim=1)
-        return self.stages(x)
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return x
 
     @property
     def identity(self) -> str:
         return (
-            f"conv/channels={self.channels}/layers={self.num_layers}/coords={int(self.coordinate_channels)}"
+            f"conv/channels={self.channels}/patch={self.patch_size}/blocks={self.num_blocks}"
+            f"/coords={int(self.coordinate_channels)}"
         )

@@ -76,12 +76,25 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, visible: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``visible``: optional ``(N, Lk)`` bool, False for context positions nobody may attend to."""
+        """Attend from ``x`` to ``context``.
+
+        Args:
+            x: ``(N, Lq, W)`` queries.
+            context: ``(N, Lk, W)`` keys and values.
+            visible: Optional ``(N, Lk)`` bool, False for context positions nobody may attend to.
+            bias: Optional ``(Lq, Lk)`` float added to the attention logits.
+        """
         query = self._split_heads(self.query(x))
         key, value = (self._split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))
         attn_mask = None if visible is None else visible[:, None, None, :]
+        if bias is not None:
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
         return self.out(attended.transpose(1, 2).flatten(2))
 
@@ -105,13 +118,23 @@ class FrameQueryBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(width)
         self.mlp = MLP(width, mlp_ratio * width, width)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """Updates ``(B, T, P, W)`` queries from a ``(B, L, W)`` context; ``visible`` is ``(B, L)`` bool."""
+    def forward(
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        visible: torch.Tensor,
+        context_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Updates ``(B, T, P, W)`` queries from a ``(B, L, W)`` context.
+
+        ``visible`` is ``(B, L)`` bool; ``context_bias`` an optional ``(T * P, L)`` logit bias of the
+        cross-attention.
+        """
         batch, frames, positions, width = queries.shape
         x = queries.reshape(batch * frames, positions, width)
         normed = self.self_norm(x)
         x = x + self.self_attention(normed, normed)
         x = x.reshape(batch, frames * positions, width)
-        x = x + self.cross_attention(self.cross_norm(x), context, visible)
+        x = x + self.cross_attention(self.cross_norm(x), context, visible, context_bias)
         x = x + self.mlp(self.mlp_norm(x))
         return x.reshape(batch, frames, positions, width)

@@ -44,10 +44,20 @@ def _check_choice(name: str, value: str, choices: object) -> None:
         raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
 
 
-def _video_tokens(tokens: torch.Tensor, kinds: torch.Tensor, frame_index: torch.Tensor) -> VideoTokens:
+def _video_tokens(
+    tokens: torch.Tensor, kinds: torch.Tensor, frame_index: torch.Tensor, cell_xy: torch.Tensor
+) -> VideoTokens:
     """Wraps ``(B, L, D)`` tokens with their ``(L,)`` layout; every sequence of a batch has length L."""
-    padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-    return VideoTokens(tokens, kinds.to(tokens.device), frame_index.to(tokens.device), padding_mask)
+    device = tokens.device
+    padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)
+    return VideoTokens(tokens, kinds.to(device), frame_index.to(device), padding_mask, cell_xy.to(device))
+
+
+def grid_cell_centres(grid_size: int, num_frames: int = 1) -> torch.Tensor:
+    """``(num_frames * g * g, 2)`` (x, y) centres in [0, 1] of the cells, row-major, frame after frame."""
+    centres = (torch.arange(grid_size, dtype=torch.float32) + 0.5) / grid_size
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1).repeat(num_frames, 1)
 
 
 class VideoTokenizer(nn.Module, ABC):
@@ -120,7 +130,8 @@ class FrameSamplingTokenizer(VideoTokenizer):
         num_frames = features.shape[1]
         tokens = self.cell_tokens(features, self.frame_embedding(num_frames))
         frame_index = torch.arange(num_frames).repeat_interleave(self.tokens_per_frame)
-        return _video_tokens(tokens, torch.full_like(frame_index, TokenKind.FRAME), frame_index)
+        kinds = torch.full_like(frame_index, TokenKind.FRAME)
+        return _video_tokens(tokens, kinds, frame_index, grid_cell_centres(self.grid_size, num_frames))
 
     def num_tokens(self, num_frames: int) -> int:
         return num_frames * self.tokens_per_frame
@@ -159,7 +170,8 @@ class KeyFrameTokenizer(VideoTokenizer):
         key_position = self.frame_embedding(num_frames)[key : key + 1]
         tokens = self.cell_tokens(features[:, key : key + 1], key_position)
         frame_index = torch.full((self.tokens_per_frame,), key)
-        return _video_tokens(tokens, torch.full_like(frame_index, TokenKind.SPATIAL), frame_index)
+        kinds = torch.full_like(frame_index, TokenKind.SPATIAL)
+        return _video_tokens(tokens, kinds, frame_index, grid_cell_centres(self.grid_size))
 
     def num_tokens(self, num_frames: int) -> int:
         return self.tokens_per_frame
@@ -217,6 +229,8 @@ class VTokTokenizer(KeyFrameTokenizer):
             torch.cat([spatial.tokens, residual], dim=1),
             torch.cat([spatial.kinds, torch.full_like(group_starts, TokenKind.RESIDUAL)]),
             torch.cat([spatial.frame_index, group_starts]),
+            # A residual token pools the whole frame: it has no cell.
+            torch.cat([spatial.cell_xy, spatial.cell_xy.new_full((len(group_starts), 2), float("nan"))]),
         )
 
     def residual_tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,15 +25,20 @@ class VideoTokens:
         kinds: ``(L,)`` long, a :class:`TokenKind` per position.
         frame_index: ``(L,)`` long, the frame each token comes from (the first frame of a group).
         padding_mask: ``(B, L)`` bool, True where a position is padding.
+        cell_xy: ``(L, 2)`` float, the (x, y) centre in [0, 1] of the grid cell a token pools, NaN for
+            tokens that pool no single cell (residual tokens); None when no token has a cell.
     """
 
     tokens: torch.Tensor
     kinds: torch.Tensor
     frame_index: torch.Tensor
     padding_mask: torch.Tensor
+    cell_xy: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[1]
 
     def detach(self) -> VideoTokens:
-        return VideoTokens(self.tokens.detach(), self.kinds, self.frame_index, self.padding_mask)
+        return VideoTokens(
+            self.tokens.detach(), self.kinds, self.frame_index, self.padding_mask, self.cell_xy
+        )

@@ -7,6 +7,7 @@ frame, then to EVERY token of the sequence, and a linear layer turns each query 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtok_lit.core.layers import MLP, FrameEmbedding, FrameQueryBlock, timestep_embedding
-from vtok_lit.core.tokens import VideoTokens
+from vtok_lit.core.tokens import TokenKind, VideoTokens
 
 
 class VideoDecoder(nn.Module, ABC):
@@ -29,6 +30,8 @@ class VideoDecoder(nn.Module, ABC):
         width: int = 128,
         depth: int = 2,
         num_heads: int = 4,
+        frames_per_clip: int | None = None,
+        locality: float = 1.0,
     ) -> None:
         """
         Args:
@@ -39,8 +42,19 @@ class VideoDecoder(nn.Module, ABC):
             width: Width of the decoder's queries.
             depth: Number of transformer blocks.
             num_heads: Attention heads per block.
+            frames_per_clip: In training, take the loss on this many random frames of each clip
+                instead of all of them. Queries of one frame never see another frame's, so this is
+                exact for those frames and makes a step several times cheaper; None uses every frame.
+            locality: Initial strength of a learned attention bias: ``-locality * d**2`` from each query
+                to the tokens of grid cells ``d`` patches from its patch, and ``-locality * dt**2`` to the
+                tokens of a single frame (residual and naive frame tokens) ``dt`` frames from its frame.
+                Without it a query must first learn which tokens hold its part of the clip, and
+                training sits at the mean frame for a long time. 0 disables it.
         """
         super().__init__()
+        if frames_per_clip is not None and frames_per_clip < 1:
+            raise ValueError(f"frames_per_clip must be at least 1 (or None), got {frames_per_clip}")
+        self.frames_per_clip = frames_per_clip
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         self.image_size = image_size
@@ -56,6 +70,12 @@ class VideoDecoder(nn.Module, ABC):
         # Always visible, so attention stays defined when every token is masked (dropped condition).
         self.null_token = nn.Parameter(0.02 * torch.randn(1, 1, width))
         self.blocks = nn.ModuleList(FrameQueryBlock(width, num_heads) for _ in range(depth))
+        if locality < 0:
+            raise ValueError(f"locality must not be negative, got {locality}")
+        self.log_locality = nn.Parameter(torch.tensor(math.log(locality))) if locality > 0 else None
+        centres = (torch.arange(self.patches_per_side, dtype=torch.float32) + 0.5) / self.patches_per_side
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("patch_xy", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
         self.out_norm = nn.LayerNorm(width)
         self.to_patches = nn.Linear(width, 3 * patch_size**2)
         # Near-zero outputs at first: from the default init's random pixels, training settles on the
@@ -71,30 +91,70 @@ class VideoDecoder(nn.Module, ABC):
     def decode(self, tokens: VideoTokens, num_frames: int) -> torch.Tensor:
         """Reconstructs ``(B, num_frames, 3, H, W)`` clips in [0, 1]."""
 
-    def query_positions(self, num_frames: int) -> torch.Tensor:
-        """``(T, P, width)`` position embeddings of the queries, P patches a frame."""
-        return self.frame_embedding(num_frames)[:, None] + self.patch_position_embedding[None]
+    def query_positions(self, num_frames: int, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """``(T', P, width)`` position embeddings of the queries of ``frames`` (default: all T), P a frame."""
+        frame_embeddings = self.frame_embedding(num_frames)
+        if frames is not None:
+            frame_embeddings = frame_embeddings[frames]
+        return frame_embeddings[:, None] + self.patch_position_embedding[None]
+
+    def loss_frames(self, num_frames: int, device: torch.device) -> torch.Tensor | None:
+        """The sorted frame indices a training loss is taken on, or None for all frames."""
+        if not self.training or self.frames_per_clip is None or self.frames_per_clip >= num_frames:
+            return None
+        return torch.randperm(num_frames, device=device)[: self.frames_per_clip].sort().values
 
     def predict(
-        self, queries: torch.Tensor, tokens: VideoTokens, drop_condition: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        tokens: VideoTokens,
+        drop_condition: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Runs the backbone: ``(B, T, P, width)`` queries -> ``(B, T, 3, H, W)`` unbounded values.
+        """Runs the backbone: ``(B, T', P, width)`` queries -> ``(B, T', 3, H, W)`` unbounded values.
 
         Args:
             queries: Embedded queries, P patches a frame.
             tokens: The sequence every query attends to.
             drop_condition: Optional ``(B,)`` bool; True hides all tokens of that clip.
+            frames: ``(T',)`` the clip frames the queries decode; default ``0 .. T' - 1``.
         """
-        batch = queries.shape[0]
+        batch, num_query_frames = queries.shape[:2]
         context = torch.cat([self.null_token.expand(batch, -1, -1), self.token_projection(tokens.tokens)], 1)
         visible = ~tokens.padding_mask
         if drop_condition is not None:
             visible = visible & ~drop_condition[:, None]
         visible = torch.cat([visible.new_ones(batch, 1), visible], dim=1)
+        if frames is None:
+            frames = torch.arange(num_query_frames, device=queries.device)
+        bias = self.locality_bias(tokens, frames)
         x = queries
         for block in self.blocks:
-            x = block(x, context, visible)
+            x = block(x, context, visible, bias)
         return self.unpatchify(self.to_patches(self.out_norm(x)))
+
+    def locality_bias(self, tokens: VideoTokens, frames: torch.Tensor) -> torch.Tensor | None:
+        """``(T' * P, 1 + L)`` attention bias from each query to the null token and every token.
+
+        A token of a grid cell is favoured by the queries of nearby patches; a token of one frame
+        (residual or naive frame tokens) by the queries of nearby frames. Key-frame spatial tokens
+        describe the whole clip, so time does not weigh on them.
+        """
+        if self.log_locality is None:
+            return None
+        strength = self.log_locality.exp()
+        num_patches = len(self.patch_xy)
+        bias = torch.zeros(len(frames), num_patches, len(tokens.kinds), device=self.patch_xy.device)
+        if tokens.cell_xy is not None:
+            cell_xy = tokens.cell_xy.to(self.patch_xy)
+            has_cell = ~cell_xy.isnan().any(-1)  # NaN must not reach the product: its gradient would be NaN
+            offsets = (self.patch_xy[:, None] - cell_xy.nan_to_num(0.0)[None]) * self.patches_per_side
+            bias = bias - strength * offsets.pow(2).sum(-1) * has_cell
+        per_frame = tokens.kinds != TokenKind.SPATIAL
+        frame_gap = (frames[:, None] - tokens.frame_index[None]).float()  # (T', L)
+        bias = bias - (strength * frame_gap.pow(2) * per_frame)[:, None]
+        bias = bias.flatten(0, 1)
+        return torch.cat([bias.new_zeros(len(bias), 1), bias], dim=1)
 
     def check_frames(self, video: torch.Tensor) -> None:
         """Raises a ValueError naming ``image_size`` unless ``video`` has frames of that size."""
@@ -127,19 +187,24 @@ class RegressionVideoDecoder(VideoDecoder):
         Args:
             l1_weight: Weight of an L1 term added to the MSE loss.
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
-                width, depth, num_heads).
+                width, depth, num_heads, frames_per_clip, locality).
         """
         super().__init__(**kwargs)
         self.l1_weight = l1_weight
 
-    def forward(self, tokens: VideoTokens, num_frames: int) -> torch.Tensor:
-        """The unclamped ``(B, T, 3, H, W)`` pixel prediction the loss is taken on."""
-        positions = self.query_positions(num_frames)
-        return self.predict(positions.expand(len(tokens.tokens), -1, -1, -1), tokens)
+    def forward(
+        self, tokens: VideoTokens, num_frames: int, frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The unclamped ``(B, T', 3, H, W)`` pixel prediction of ``frames`` (default: all T)."""
+        positions = self.query_positions(num_frames, frames)
+        return self.predict(positions.expand(len(tokens.tokens), -1, -1, -1), tokens, frames=frames)
 
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
         self.check_frames(video)
-        prediction = self(tokens, video.shape[1])
+        frames = self.loss_frames(video.shape[1], video.device)
+        prediction = self(tokens, video.shape[1], frames)
+        if frames is not None:
+            video = video[:, frames]
         loss = F.mse_loss(prediction, video)
         if self.l1_weight:
             loss = loss + self.l1_weight * F.l1_loss(prediction, video)
@@ -171,7 +236,7 @@ class FlowMatchingVideoDecoder(VideoDecoder):
                 the unconditional velocity classifier-free guidance needs.
             guidance_scale: Classifier-free guidance scale at sampling; 1.0 means no guidance.
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
-                width, depth, num_heads).
+                width, depth, num_heads, frames_per_clip, locality).
         """
         super().__init__(**kwargs)
         self.num_sampling_steps = num_sampling_steps
@@ -186,13 +251,24 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         t: torch.Tensor,
         tokens: VideoTokens,
         drop_condition: torch.Tensor | None = None,
+        num_frames: int | None = None,
+        frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The predicted ``(B, T, 3, H, W)`` velocity at points ``noisy`` (same shape) of times ``(B,)``."""
+        """The predicted ``(B, T', 3, H, W)`` velocity at points ``noisy`` (same shape) of times ``(B,)``.
+
+        ``noisy`` holds ``frames`` (default: all) of clips of ``num_frames`` (default: ``T'``) frames.
+        """
         time = self.time_mlp(timestep_embedding(t, self.width))[:, None, None]
-        queries = self.patch_embedding(self.patchify(noisy)) + self.query_positions(noisy.shape[1]) + time
-        return self.predict(queries, tokens, drop_condition)
+        positions = self.query_positions(num_frames or noisy.shape[1], frames)
+        queries = self.patch_embedding(self.patchify(noisy)) + positions + time
+        return self.predict(queries, tokens, drop_condition, frames)
 
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
+        self.check_frames(video)
+        num_frames = video.shape[1]
+        frames = self.loss_frames(num_frames, video.device)
+        if frames is not None:
+            video = video[:, frames]
         target = video * 2 - 1
         noise = torch.randn_like(target)
         t = torch.rand(len(target), device=target.device)
@@ -201,7 +277,8 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         drop_condition = None
         if self.training and self.condition_dropout > 0:
             drop_condition = torch.rand(len(target), device=target.device) < self.condition_dropout
-        return F.mse_loss(self.velocity(noisy, t, tokens, drop_condition), target - noise)
+        velocity = self.velocity(noisy, t, tokens, drop_condition, num_frames, frames)
+        return F.mse_loss(velocity, target - noise)
 
     @torch.no_grad()
     def decode(
@@ -223,7 +300,11 @@ class FlowMatchingVideoDecoder(VideoDecoder):
             return self.velocity(noisy, t, tokens)
         batch = len(noisy)
         doubled = VideoTokens(
-            tokens.tokens.repeat(2, 1, 1), tokens.kinds, tokens.frame_index, tokens.padding_mask.repeat(2, 1)
+            tokens.tokens.repeat(2, 1, 1),
+            tokens.kinds,
+            tokens.frame_index,
+            tokens.padding_mask.repeat(2, 1),
+            tokens.cell_xy,
         )
         drop_condition = torch.arange(2 * batch, device=noisy.device) >= batch
         velocities = self.velocity(noisy.repeat(2, 1, 1, 1, 1), t.repeat(2), doubled, drop_condition)
