@@ -1,1 +1,7 @@
 """Thin LightningModules over the VTok core."""
+
+from vtok_lit.modules.base import CheckpointMismatchError, VTokModule
+from vtok_lit.modules.tokenizer_pretraining import TokenizerPretraining
+from vtok_lit.modules.video_llm import VideoLLM
+
+__all__ = ["CheckpointMismatchError", "TokenizerPretraining", "VTokModule", "VideoLLM"]

@@ -1,0 +1,149 @@
+"""The ``vtok-lit`` command end to end: help, version, config errors, a tiny fit and its artifacts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vtok_lit import __version__
+from vtok_lit.cli import main
+from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
+
+CONF = Path(__file__).parent / "conf"
+
+
+def cli_args(config: str, tmp_path: Path, *extra: str) -> list[str]:
+    """Arguments that run ``tests/conf/<config>`` with every output and the corpus under ``tmp_path``."""
+    return [
+        "-c",
+        str(CONF / config),
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.data_dir={tmp_path / 'corpus'}",
+        *extra,
+    ]
+
+
+def run_args(tmp_path: Path, *extra: str) -> list[str]:
+    return cli_args("pretraining_tiny.yaml", tmp_path, *extra)
+
+
+def understanding_args(tmp_path: Path, *extra: str) -> list[str]:
+    return cli_args("understanding_tiny.yaml", tmp_path, *extra)
+
+
+def test_help_lists_subcommands(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in out
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_import_leaves_heavy_video_libraries_alone() -> None:
+    code = "import sys, vtok_lit.cli; print([m for m in ('decord', 'open_clip', 'av') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_fit_help_documents_model_arguments(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "vtok_lit.modules.TokenizerPretraining"])
+    out = capsys.readouterr().out
+    assert "--model.tokenizer" in out and "Rebuilds the clip from the tokens" in out
+
+
+def test_wrong_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *run_args(tmp_path, "--model.init_args.tokenizer.init_args.grid_sise=3")])
+    assert exit_info.value.code != 0
+    assert "grid_sise" in capsys.readouterr().err
+
+
+def test_image_size_mismatch_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        main(["fit", *run_args(tmp_path, "--model.init_args.decoder.init_args.image_size=64")])
+
+
+def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> None:
+    cli = main(["fit", *run_args(tmp_path)])
+    log_dir = Path(cli.trainer.log_dir)
+    assert list(log_dir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert (log_dir / "config.yaml").is_file()
+    checkpoints = list(log_dir.glob("checkpoints/*.ckpt"))
+    assert checkpoints, "no checkpoint"
+    restored = TokenizerPretraining.load_from_checkpoint(checkpoints[0], map_location="cpu")
+    trained = cli.model.state_dict()
+    for name, value in restored.state_dict().items():
+        torch.testing.assert_close(value, trained[name], msg=f"{name} differs after load_from_checkpoint")
+    assert "val/psnr" in cli.trainer.logged_metrics
+    assert "val/psnr_repeat_key" in cli.trainer.logged_metrics
+
+
+def test_validate_with_ckpt_path(tmp_path: Path) -> None:
+    cli = main(["fit", *run_args(tmp_path)])
+    checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    validated = main(["validate", *run_args(tmp_path / "again"), f"--ckpt_path={checkpoint}"])
+    assert "val/ssim" in validated.trainer.callback_metrics
+
+
+def test_understanding_fit_logs_benchmark_accuracy(tmp_path: Path) -> None:
+    cli = main(["fit", *understanding_args(tmp_path)])
+    metrics = cli.trainer.logged_metrics
+    assert "val/motionshapes/overall" in metrics
+    assert "val/motionshapes/counting" in metrics
+    checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    validated = main(["validate", *understanding_args(tmp_path / "again"), f"--ckpt_path={checkpoint}"])
+    assert "val/motionshapes/overall" in validated.trainer.callback_metrics
+
+
+def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:
+    pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
+    checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    with pytest.raises(CheckpointMismatchError, match="TokenizerPretraining"):
+        main(["validate", *understanding_args(tmp_path / "understanding"), f"--ckpt_path={checkpoint}"])
+
+
+def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
+    pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
+    checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    understanding = main(
+        [
+            "fit",
+            *understanding_args(
+                tmp_path / "understanding",
+                "--trainer.max_steps=0",
+                f"--model.init_args.tokenizer_checkpoint={checkpoint}",
+            ),
+        ]
+    )
+    pretrained = pretraining.model.tokenizer.state_dict()
+    for name, value in understanding.model.tokenizer.state_dict().items():
+        torch.testing.assert_close(value, pretrained[name])
+    # jsonargparse wraps errors raised while instantiating the model in a ValueError that quotes them.
+    with pytest.raises(
+        ValueError, match="holds a tokenizer of class VTokTokenizer, but this run's tokenizer is KeyFrame"
+    ):
+        main(
+            [
+                "fit",
+                *understanding_args(
+                    tmp_path / "other",
+                    "--trainer.max_steps=0",
+                    "--model.init_args.tokenizer.class_path=vtok_lit.core.KeyFrameTokenizer",
+                    f"--model.init_args.tokenizer_checkpoint={checkpoint}",
+                ),
+            ]
+        )

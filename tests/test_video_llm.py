@@ -1,0 +1,145 @@
+"""The understanding branch: sequence layout, label mask, generation, and the VideoLLM module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTokenizer
+from vtok_lit.core.generation import greedy_generate
+from vtok_lit.core.language_models import LanguageModel, LMOutput
+from vtok_lit.core.multimodal_sequence import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.metrics import CategoryAccuracy
+from vtok_lit.modules import VideoLLM
+
+HIDDEN = 32
+
+
+def embed(ids: torch.Tensor) -> torch.Tensor:
+    return ids[..., None].float().expand(*ids.shape, HIDDEN)
+
+
+def test_labels_cover_exactly_the_answer() -> None:
+    prefix = torch.randn(2, 5, HIDDEN)
+    prompts = [[10, 11, 12], [20]]
+    answers = [[30, 31, 2], [40, 2]]
+    sequences = build_lm_sequences(prefix, prompts, answers, embed, max_length=64)
+    length = 5 + 6
+    assert sequences.labels.shape == (2, length)
+    for row in range(2):
+        labelled = sequences.labels[row] != IGNORE_INDEX
+        assert labelled.sum() == len(answers[row])
+        assert sequences.labels[row, labelled].tolist() == answers[row]
+        assert labelled[-len(answers[row]) :].all()
+    # Left padding: the short row starts later, and its video sits right before its prompt.
+    assert sequences.attention_mask[1].tolist() == [False] * 3 + [True] * 8
+    torch.testing.assert_close(sequences.inputs_embeds[1, 3:8], prefix[1])
+
+
+def test_long_prompt_is_cut_from_its_start_never_the_video() -> None:
+    prefix = torch.randn(1, 8, HIDDEN)
+    with pytest.warns(UserWarning, match="first 4 tokens are dropped"):
+        sequences = build_lm_sequences(prefix, [list(range(100, 110))], [[7, 2]], embed, max_length=16)
+    assert sequences.attention_mask.sum() == 16
+    torch.testing.assert_close(sequences.inputs_embeds[0, :8], prefix[0])
+    assert sequences.inputs_embeds[0, 8, 0].item() == 104
+
+
+def test_video_that_cannot_fit_is_an_error() -> None:
+    with pytest.raises(ValueError, match="do not fit the LM context of 8"):
+        build_lm_sequences(torch.randn(1, 8, HIDDEN), [[1]], [[2]], embed, max_length=8)
+
+
+class ScriptedLM(LanguageModel):
+    """Writes a fixed script of ids, whatever it reads, then the end token."""
+
+    def __init__(self, script: list[int], eos_id: int, vocab_size: int = 16) -> None:
+        super().__init__()
+        self.hidden_size, self.vocab_size, self.max_seq_len = HIDDEN, vocab_size, 64
+        self.script, self.eos_id = script, eos_id
+        self.calls = 0
+
+    def forward(self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False) -> LMOutput:
+        step = self.calls
+        self.calls += 1
+        next_id = self.script[step] if step < len(self.script) else self.eos_id
+        logits = torch.zeros(*inputs_embeds.shape[:2], self.vocab_size)
+        logits[:, -1, next_id] = 1.0
+        return LMOutput(inputs_embeds, logits, past_key_values=step)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return embed(ids)
+
+
+def test_generation_stops_at_eos() -> None:
+    lm = ScriptedLM(script=[5, 6, 7], eos_id=2)
+    generated = greedy_generate(lm, torch.randn(3, 4, HIDDEN), torch.ones(3, 4, dtype=torch.bool), 2, 10)
+    assert generated == [[5, 6, 7]] * 3
+    assert lm.calls == 4, "generation went on after every row had ended"
+
+
+def test_generation_respects_max_new_tokens() -> None:
+    lm = ScriptedLM(script=[5] * 20, eos_id=2)
+    generated = greedy_generate(lm, torch.randn(1, 4, HIDDEN), torch.ones(1, 4, dtype=torch.bool), 2, 6)
+    assert generated == [[5] * 6]
+
+
+def tiny_video_llm(**kwargs) -> VideoLLM:
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
+    lm = TransformerLM(hidden_size=32, num_layers=1, num_heads=2, max_seq_len=128)
+    return VideoLLM(tokenizer, lm, projector_hidden_dim=32, **kwargs)
+
+
+def test_video_tokens_reach_the_language_model() -> None:
+    torch.manual_seed(0)
+    model = tiny_video_llm()
+    rows = [(0, {"question": "How many objects are there?", "answer": "2"})]
+    video = torch.rand(1, 4, 3, 32, 32)
+    first = model._sequences(model.video_prefix(video), rows, with_answers=True)
+    second = model._sequences(model.video_prefix(torch.rand(1, 4, 3, 32, 32)), rows, with_answers=True)
+    logits_first = model.language_model(first.inputs_embeds, first.attention_mask).logits
+    logits_second = model.language_model(second.inputs_embeds, second.attention_mask).logits
+    assert not torch.allclose(logits_first[0, -3:], logits_second[0, -3:])
+
+
+def test_training_step_backpropagates_into_the_tokenizer() -> None:
+    torch.manual_seed(0)
+    model = tiny_video_llm()
+    batch = {
+        "video": torch.rand(2, 4, 3, 32, 32),
+        "questions": [
+            [{"question": "What color is the circle?", "answer": "red", "category": "color"}],
+            [{"question": "How many objects are there?", "answer": "3", "category": "counting"}],
+        ],
+    }
+    loss = model._answer_loss(
+        model.video_prefix(batch["video"]), model._question_rows(batch["questions"], False)
+    )
+    loss.backward()
+    assert all(p.grad is not None for p in model.tokenizer.residual_mlp.parameters())
+    assert all(p.grad is not None for p in model.tokenizer.frame_encoder.parameters())
+    assert model.projector[0].weight.grad.abs().sum() > 0
+
+
+def test_frozen_tokenizer_gets_no_gradient() -> None:
+    model = tiny_video_llm(freeze_tokenizer=True)
+    assert not any(p.requires_grad for p in model.tokenizer.parameters())
+    assert all(p.requires_grad for p in model.projector.parameters())
+
+
+def test_text_vocabulary_larger_than_the_lm_is_refused() -> None:
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
+    lm = TransformerLM(vocab_size=100, hidden_size=32, num_layers=1, num_heads=2)
+    with pytest.raises(ValueError, match="260 ids but the language model only 100"):
+        VideoLLM(tokenizer, lm, text_tokenizer=ByteTokenizer())
+
+
+def test_category_accuracy_per_category_and_overall() -> None:
+    metric = CategoryAccuracy()
+    metric.update(["color", "color", "counting", "direction"], [True, False, True, True])
+    result = metric.compute()
+    assert result["color"] == 0.5 and result["counting"] == 1.0 and result["direction"] == 1.0
+    assert "size" not in result
+    assert result["overall"] == 0.75
+    with pytest.raises(ValueError, match="Unknown category 'colour'"):
+        metric.update(["colour"], [True])

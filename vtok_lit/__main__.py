@@ -1,0 +1,3 @@
+from vtok_lit.cli import console_main
+
+console_main()

@@ -1,0 +1,60 @@
+"""A TensorBoard text table of sample questions, reference answers and the model's predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
+
+from vtok_lit.callbacks.video_logging import tensorboard_writers
+from vtok_lit.metrics import normalize_answer
+
+
+def markdown_table(outputs: dict[str, list[str]], num_rows: int) -> str:
+    """Render the first rows of ``{"categories", "questions", "answers", "predictions"}`` as markdown."""
+    lines = ["| category | question | answer | prediction | ok |", "| --- | --- | --- | --- | --- |"]
+    rows = zip(
+        outputs["categories"], outputs["questions"], outputs["answers"], outputs["predictions"], strict=True
+    )
+    for index, (category, question, answer, prediction) in enumerate(rows):
+        if index == num_rows:
+            break
+        cells = [
+            category,
+            question,
+            answer,
+            prediction,
+            "yes" if normalize_answer(answer) == normalize_answer(prediction) else "no",
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+class PredictionTableLogger(Callback):
+    """Writes the first validation batch's questions, answers and predictions as a table, each validation.
+
+    Works with any module whose ``validation_step`` returns ``questions``, ``answers``, ``predictions``
+    and ``categories`` lists.
+    """
+
+    def __init__(self, num_rows: int = 16) -> None:
+        """
+        Args:
+            num_rows: Rows written per validation.
+        """
+        self.num_rows = num_rows
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx != 0 or not outputs or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        table = markdown_table(outputs, self.num_rows)
+        for writer in tensorboard_writers(trainer):
+            writer.add_text("val/predictions", table, global_step=trainer.global_step)

@@ -1,0 +1,103 @@
+"""Originals next to reconstructions in TensorBoard, as a frame grid and (with moviepy<2) a video."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import make_grid
+
+
+def tensorboard_writers(trainer: Trainer) -> list[Any]:
+    """The ``SummaryWriter`` of every TensorBoard logger of the trainer."""
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def side_by_side(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Join two clips ``(B, T, 3, H, W)`` horizontally, original on the left: ``(B, T, 3, H, 2W)``."""
+    return torch.cat([original, reconstruction], dim=-1)
+
+
+class ReconstructionLogger(Callback):
+    """Logs clips next to the module's reconstruction of them, every N training steps and each validation.
+
+    The module must offer ``reconstruct(video) -> video`` on clips ``(B, T, 3, H, W)`` in [0, 1].
+    """
+
+    def __init__(
+        self, every_n_steps: int = 200, num_clips: int = 4, fps: int = 4, log_video: bool = True
+    ) -> None:
+        """
+        Args:
+            every_n_steps: Log from the training batch every this many optimizer steps (0 = only validation).
+            num_clips: Clips taken from the batch.
+            fps: Frame rate of the TensorBoard videos.
+            log_video: Also log videos; needs ``moviepy<2`` (the grid image is always logged).
+        """
+        self.every_n_steps = every_n_steps
+        self.num_clips = num_clips
+        self.fps = fps
+        self.log_video = log_video
+        self._warned_no_moviepy = False
+
+    def _write(self, trainer: Trainer, pl_module: LightningModule, video: torch.Tensor, tag: str) -> None:
+        writers = tensorboard_writers(trainer)
+        if not writers:
+            return
+        clips = video[: self.num_clips]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            reconstruction = pl_module.reconstruct(clips).clamp(0, 1)
+        pl_module.train(was_training)
+        pairs = side_by_side(clips, reconstruction).float().cpu()
+        num_frames = pairs.shape[1]
+        # One row per clip: its frames left to right, each frame original|reconstruction.
+        grid = make_grid(pairs.flatten(0, 1), nrow=num_frames, padding=1, pad_value=1.0)
+        for writer in writers:
+            writer.add_image(f"{tag}/frames", grid, global_step=trainer.global_step)
+            if self._can_log_video():
+                writer.add_video(f"{tag}/video", pairs, global_step=trainer.global_step, fps=self.fps)
+
+    def _can_log_video(self) -> bool:
+        if not self.log_video:
+            return False
+        if importlib.util.find_spec("moviepy") is None:
+            if not self._warned_no_moviepy:
+                warnings.warn(
+                    "ReconstructionLogger: moviepy<2 is not installed, so only frame grids are logged.",
+                    stacklevel=2,
+                )
+                self._warned_no_moviepy = True
+            return False
+        return True
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if (
+            batch is None
+            or self.every_n_steps <= 0
+            or step % self.every_n_steps != 0
+            or not trainer.is_global_zero
+        ):
+            return
+        self._write(trainer, pl_module, batch["video"], "train/reconstruction")
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch is None or batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._write(trainer, pl_module, batch["video"], "val/reconstruction")

@@ -1,0 +1,98 @@
+"""What every vtok-lit LightningModule shares: injected optimizers, data checks, checkpoint identity."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from vtok_lit import __version__
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by another module or another tokenizer than the one loading it."""
+
+
+class VTokModule(LightningModule):
+    """Base class: builds the injected optimizer after the strategy has wrapped the model.
+
+    Subclasses describe themselves in :meth:`checkpoint_identity`; a checkpoint whose identity differs
+    from the module loading it is refused with an error naming both, before any weight is touched.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+    ) -> None:
+        """
+        Args:
+            optimizer: Builds the optimizer from the trainable parameters (``class_path``/``init_args`` in
+                YAML, e.g. ``torch.optim.AdamW`` with ``lr``).
+            lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
+            lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+        """
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+
+    def configure_optimizers(self) -> Any:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"{type(self).__name__} has no trainable parameters: everything is frozen.")
+        optimizer = self.optimizer_factory(trainable)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
+        }
+
+    def checkpoint_identity(self) -> dict[str, str]:
+        """What a checkpoint must match to be loaded into this module (class names of the parts)."""
+        return {"module": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("vtok_lit")
+        if saved is None:
+            raise CheckpointMismatchError(
+                f"This checkpoint was not written by vtok-lit (no 'vtok_lit' entry); "
+                f"{type(self).__name__} cannot load it."
+            )
+        expected = self.checkpoint_identity()
+        differences = [
+            f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}"
+            for key, value in expected.items()
+            if saved.get(key) != value
+        ]
+        if differences:
+            raise CheckpointMismatchError(
+                "The checkpoint belongs to another model; " + "; ".join(differences)
+            )
+
+    def log_skipped_videos(self, batch: dict[str, Any]) -> None:
+        """Count the clips the data loader dropped under the ``skip`` policy, so no loss goes unseen."""
+        self.log(
+            "data/skipped_videos",
+            float(batch.get("num_skipped", 0)),
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+            batch_size=1,
+        )
+
+    def check_data_matches(self, key: str, data_value: Any, model_key: str, model_value: Any) -> None:
+        """Raise a clear error when a data setting disagrees with the model's (e.g. the frame size)."""
+        if data_value != model_value:
+            raise ValueError(
+                f"data.init_args.{key} is {data_value!r} but model.init_args.{model_key} is {model_value!r}; "
+                "set them to the same value in the config."
+            )

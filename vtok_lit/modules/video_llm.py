@@ -1,0 +1,210 @@
+"""Video-LLM understanding: video tokens through a projector into an LM that answers questions."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from vtok_lit.core.generation import greedy_generate
+from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.multimodal_sequence import LMSequences, build_lm_sequences, next_token_loss
+from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
+from vtok_lit.core.tokenizers import VideoTokenizer
+from vtok_lit.core.tokens import TokenKind
+from vtok_lit.metrics import CategoryAccuracy, normalize_answer
+from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.checkpoints import load_part_weights
+
+
+class VideoLLM(VTokModule):
+    """Answers questions about videos: ``[video tokens][question][answer]``, next-token loss on the answer.
+
+    Video tokens pass through an MLP projector into the LM's width, plus a learned embedding of their
+    kind (spatial / residual / frame). Validation generates answers greedily and reports exact-match
+    accuracy per question category as ``val/<benchmark>/<category>`` and ``val/<benchmark>/overall``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: VideoTokenizer,
+        language_model: LanguageModel,
+        text_tokenizer: TextTokenizer | None = None,
+        tokenizer_checkpoint: str | None = None,
+        freeze_tokenizer: bool = False,
+        projector_hidden_dim: int = 512,
+        questions_per_video: int = 0,
+        max_answer_tokens: int = 16,
+        benchmark: str = "motionshapes",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+    ) -> None:
+        """
+        Args:
+            tokenizer: Turns a clip into video tokens (VTok, naive frame sampling, key frame only).
+            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM).
+            text_tokenizer: Turns questions and answers into ids; the built-in byte tokenizer when unset.
+            tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer weights initialise
+                this one.
+            freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed.
+            projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
+            questions_per_video: Questions drawn per clip and training step (0 = all of them).
+            max_answer_tokens: Longest answer generated at validation.
+            benchmark: Name in the metric keys, ``val/<benchmark>/<category>``.
+            optimizer: Builds the optimizer from the trainable parameters.
+            lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
+            lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+        """
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
+        self.save_hyperparameters()
+        self.tokenizer = tokenizer
+        self.language_model = language_model
+        self.text_tokenizer = text_tokenizer or ByteTokenizer()
+        if self.text_tokenizer.vocab_size > language_model.vocab_size:
+            raise ValueError(
+                f"The text tokenizer has {self.text_tokenizer.vocab_size} ids but the language model only "
+                f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
+            )
+        if tokenizer_checkpoint is not None:
+            load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
+        self.freeze_tokenizer = freeze_tokenizer
+        if freeze_tokenizer:
+            tokenizer.requires_grad_(False)
+        hidden = language_model.hidden_size
+        self.projector = nn.Sequential(
+            nn.Linear(tokenizer.token_dim, projector_hidden_dim),
+            nn.GELU(),
+            nn.Linear(projector_hidden_dim, hidden),
+        )
+        self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
+        self.questions_per_video = questions_per_video
+        self.max_answer_tokens = max_answer_tokens
+        self.benchmark = benchmark
+        self.val_accuracy = CategoryAccuracy()
+        self.test_accuracy = CategoryAccuracy()
+
+    def checkpoint_identity(self) -> dict[str, str]:
+        return {
+            **super().checkpoint_identity(),
+            "tokenizer": type(self.tokenizer).__name__,
+            "frame_encoder": type(self.tokenizer.frame_encoder).__name__,
+            "language_model": type(self.language_model).__name__,
+        }
+
+    def video_prefix(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``(B, T, 3, H, W)`` -> projected video tokens ``(B, L, hidden)``."""
+        frozen = torch.no_grad() if self.freeze_tokenizer else contextlib.nullcontext()
+        with frozen:
+            tokens = self.tokenizer(video)
+        return self.projector(tokens.tokens) + self.kind_embedding(tokens.kinds)[None]
+
+    def _question_rows(self, questions: list[list[dict[str, str]]], sample: bool) -> list[tuple[int, dict]]:
+        rows = []
+        for video_index, clip_questions in enumerate(questions):
+            order = range(len(clip_questions))
+            if sample and 0 < self.questions_per_video < len(clip_questions):
+                order = torch.randperm(len(clip_questions))[: self.questions_per_video].tolist()
+            rows += [(video_index, clip_questions[i]) for i in order]
+        return rows
+
+    def _sequences(
+        self, prefix: torch.Tensor, rows: list[tuple[int, dict]], with_answers: bool
+    ) -> LMSequences:
+        text = self.text_tokenizer
+        prompts = [text.encode(qa["question"]) for _, qa in rows]
+        answers = [text.encode(qa["answer"]) + [text.eos_id] for _, qa in rows] if with_answers else None
+        return build_lm_sequences(
+            prefix[[video_index for video_index, _ in rows]],
+            prompts,
+            answers,
+            self.language_model.embed_tokens,
+            # Generation appends up to max_answer_tokens positions, so leave room for them.
+            self.language_model.max_seq_len - (0 if with_answers else self.max_answer_tokens),
+        )
+
+    def _answer_loss(self, prefix: torch.Tensor, rows: list[tuple[int, dict]]) -> torch.Tensor:
+        sequences = self._sequences(prefix, rows, with_answers=True)
+        output = self.language_model(sequences.inputs_embeds, attention_mask=sequences.attention_mask)
+        return next_token_loss(output.logits, sequences.labels)
+
+    def answer(self, video: torch.Tensor, questions: list[list[str]]) -> list[list[str]]:
+        """Greedy answers to each clip's questions."""
+        rows = [(v, {"question": q}) for v, clip in enumerate(questions) for q in clip]
+        predictions = iter(self._generate(self.video_prefix(video), rows))
+        return [[next(predictions) for _ in clip] for clip in questions]
+
+    def _generate(self, prefix: torch.Tensor, rows: list[tuple[int, dict]]) -> list[str]:
+        sequences = self._sequences(prefix, rows, with_answers=False)
+        generated = greedy_generate(
+            self.language_model,
+            sequences.inputs_embeds,
+            sequences.attention_mask,
+            eos_id=self.text_tokenizer.eos_id,
+            max_new_tokens=self.max_answer_tokens,
+        )
+        return [self.text_tokenizer.decode(ids) for ids in generated]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if batch is None:
+            return None
+        self.log_skipped_videos(batch)
+        rows = self._question_rows(batch["questions"], sample=True)
+        if not rows:
+            return None
+        loss = self._answer_loss(self.video_prefix(batch["video"]), rows)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(rows))
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]] | None:
+        if batch is None:
+            return None
+        self.log_skipped_videos(batch)
+        rows = self._question_rows(batch["questions"], sample=False)
+        if not rows:
+            return None
+        prefix = self.video_prefix(batch["video"])
+        self.log(f"{stage}/loss", self._answer_loss(prefix, rows), batch_size=len(rows))
+        predictions = self._generate(prefix, rows)
+        answers = [qa["answer"] for _, qa in rows]
+        categories = [qa.get("category", "") for _, qa in rows]
+        correct = [
+            normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)
+        ]
+        getattr(self, f"{stage}_accuracy").update(categories, correct)
+        return {
+            "questions": [qa["question"] for _, qa in rows],
+            "answers": answers,
+            "predictions": predictions,
+            "categories": categories,
+        }
+
+    def _log_accuracy(self, stage: str) -> None:
+        accuracy = getattr(self, f"{stage}_accuracy")
+        self.log_dict(
+            {f"{stage}/{self.benchmark}/{name}": value for name, value in accuracy.compute().items()}
+        )
+        accuracy.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]] | None:
+        return self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]] | None:
+        return self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        questions = [[qa["question"] for qa in clip] for clip in batch["questions"]]
+        return {
+            "path": batch["path"],
+            "questions": questions,
+            "answers": self.answer(batch["video"], questions),
+        }
