@@ -73,7 +73,9 @@ def test_wrong_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_image_size_mismatch_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(
+        ValueError, match=r"data.init_args.image_size is 32 but model.init_args.decoder.init_args"
+    ):
         main(["fit", *run_args(tmp_path, "--model.init_args.decoder.init_args.image_size=64")])
 
 

@@ -67,7 +67,7 @@ class TokenizerPretraining(VTokModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        image_size = getattr(datamodule, "image_size", None)
+        image_size = getattr(datamodule, "hparams", {}).get("image_size")
         if image_size is not None:
             self.check_data_matches(
                 "image_size", image_size, "decoder.init_args.image_size", self.decoder.image_size
