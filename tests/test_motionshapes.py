@@ -1,8 +1,10 @@
 """The MotionShapes corpus: layout on disk, determinism, balance, and answers that match the clips."""
 
 import json
+import multiprocessing
 import re
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -11,12 +13,13 @@ import pytest
 import torch
 from conftest import TINY_CORPUS
 
-from vtok_lit.data.manifest import read_manifest
+from vtok_lit.data.manifest import ManifestRecord, read_manifest
 from vtok_lit.data.motionshapes import (
     COLORS,
     QUESTION_CATEGORIES,
     MotionShapesConfig,
     _clip_rng,
+    _mark_novel_combinations,
     _sample_objects,
     ensure_motionshapes,
     generate_motionshapes,
@@ -24,6 +27,7 @@ from vtok_lit.data.motionshapes import (
 from vtok_lit.data.video_io import read_frames
 
 OBJECT_NAME = re.compile(r"the (?:(\w+) )?(circle|square|triangle)")
+RELATION_SENTENCE = re.compile(r"At the end the (\w+ \w+) is (left of|right of|above|below) the (\w+ \w+)\.")
 
 
 def test_corpus_layout(tiny_corpus: Path) -> None:
@@ -99,6 +103,54 @@ def test_answers_and_captions_match_the_objects(tiny_corpus: Path) -> None:
             assert pair.answer == expected_answer(pair.category, pair.question, objects), pair
 
 
+def test_captions_state_the_relation_the_question_asks_about(tiny_corpus: Path) -> None:
+    """The caption alone answers the relative-position question: same pair, same answer."""
+    records = read_manifest(tiny_corpus)
+    assert {len(record.meta["objects"]) for record in records} >= {1, 2}
+    for record in records:
+        sentences = RELATION_SENTENCE.findall(record.caption)
+        asked = [pair for pair in record.qa if pair.category == "relative_position"]
+        if len(record.meta["objects"]) < 2:
+            assert sentences == [] and asked == []
+            continue
+        ((first, relation, second),) = sentences
+        (pair,) = asked
+        assert OBJECT_NAME.findall(pair.question) == [tuple(first.split()), tuple(second.split())]
+        assert relation.removesuffix(" of") == pair.answer, (record.caption, pair)
+
+
+def test_val_clips_are_marked_when_their_combination_is_novel(tiny_corpus: Path) -> None:
+    records = read_manifest(tiny_corpus)
+
+    def combination(record: ManifestRecord) -> list:
+        keys = ("shape", "color", "size", "direction", "state")
+        return sorted([obj[key] for key in keys] for obj in record.meta["objects"])
+
+    seen = [combination(record) for record in records if record.split == "train"]
+    for record in records:
+        novel = record.split == "val" and combination(record) not in seen
+        assert record.meta["novel_combination"] is novel, record.video
+    assert any(record.meta["novel_combination"] for record in records)
+
+
+def test_a_combination_is_a_multiset_of_objects() -> None:
+    def record(split: str, *objects: tuple[str, ...]) -> dict:
+        keys = ("shape", "color", "size", "direction", "state")
+        return {"split": split, "objects": [dict(zip(keys, obj, strict=True)) for obj in objects]}
+
+    circle = ("circle", "red", "small", "left", "grows")
+    square = ("square", "blue", "large", "still", "fades")
+    records = [
+        record("train", circle, square),
+        record("val", square, circle),  # the same objects in another order: seen
+        record("val", circle),  # a subset of a train clip's objects: novel
+        record("val", ("circle", "red", "large", "left", "grows")),
+        record("train", square),
+    ]
+    _mark_novel_combinations(records)
+    assert [r["novel_combination"] for r in records] == [False, False, True, True, False]
+
+
 def test_metadata_matches_the_pixels(tiny_corpus: Path) -> None:
     """Each object is where its metadata says, in its colour, moving the way it says."""
     last = TINY_CORPUS.num_frames - 1
@@ -152,6 +204,15 @@ def test_ensure_reuses_a_matching_corpus_and_regenerates_a_changed_one(tmp_path:
     stamp = manifest.stat().st_mtime_ns
     ensure_motionshapes(tmp_path, smaller, processes=1)
     assert manifest.stat().st_mtime_ns != stamp and (tmp_path / "corpus.json").is_file()
+
+
+def test_runs_started_together_share_one_generation(tmp_path: Path) -> None:
+    small = replace(TINY_CORPUS, num_train=3, num_val=1)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        manifests = list(pool.map(ensure_motionshapes, [tmp_path] * 2, [small] * 2, [1] * 2))
+    assert manifests == [tmp_path / "manifest.jsonl"] * 2
+    assert len(list((tmp_path / "clips").iterdir())) == 4
+    assert json.loads((tmp_path / "corpus.json").read_text())["config"] == asdict(small)
 
 
 @pytest.mark.parametrize(

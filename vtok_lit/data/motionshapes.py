@@ -4,29 +4,39 @@ Every clip holds 1 to ``max_objects`` objects, each a distinct shape in a distin
 red circle" and "the circle" name exactly one object. An object is small or large, moves left,
 right, up or down at constant speed (staying fully inside the frame) or stays still, and grows,
 fades toward the background or stays unchanged. Each clip gets a caption describing every object
-and one question per category that applies (see :data:`QUESTION_CATEGORIES`).
+and one question per category that applies (see :data:`QUESTION_CATEGORIES`). A clip with two or
+more objects also gets, in its caption, the relation its relative-position question asks about
+("At the end the red circle is left of the blue square."), so every answer can be read off the
+caption alone.
 
 The corpus is a folder ``root/`` with ``clips/*.mp4``, ``manifest.jsonl`` (the format
-:mod:`vtok_lit.data.manifest` reads; per-object metadata under ``"objects"``) and ``corpus.json``,
-written last, recording the parameters of a finished generation.
+:mod:`vtok_lit.data.manifest` reads; per-object metadata under ``"objects"``, and
+``"novel_combination"``, true for a val clip whose multiset of object attributes no train clip
+has) and ``corpus.json``, written last, recording the parameters of a finished generation.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from vtok_lit.data.manifest import write_manifest
 from vtok_lit.data.video_io import write_video
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 SHAPES = ("circle", "square", "triangle")
 COLORS = {
@@ -193,14 +203,17 @@ def _any_overlap(objects: list[_ShapeObject]) -> bool:
     return False
 
 
-def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Pixels inside ``shape``, from offsets to its centre and its half size (broadcast)."""
+def shape_mask(shape: str, dx: Array, dy: Array, half: Array | float) -> Array:
+    """Pixels inside ``shape``, from offsets to its centre and its half size (broadcast).
+
+    Works on numpy arrays and torch tensors alike, so a judge of the clips can draw the same shapes.
+    """
     if shape == "circle":
         return dx**2 + dy**2 <= half**2
     if shape == "square":
-        return np.maximum(np.abs(dx), np.abs(dy)) <= half
+        return (abs(dx) <= half) & (abs(dy) <= half)
     # An upward triangle: apex at dy = -half, base of width 2 * half at dy = +half.
-    return (np.abs(dy) <= half) & (np.abs(dx) <= (dy + half) / 2)
+    return (abs(dy) <= half) & (abs(dx) <= (dy + half) / 2)
 
 
 def _render(objects: list[_ShapeObject], rng: np.random.Generator, config: MotionShapesConfig) -> np.ndarray:
@@ -214,22 +227,60 @@ def _render(objects: list[_ShapeObject], rng: np.random.Generator, config: Motio
         centre_y = obj.start[1] + (obj.end[1] - obj.start[1]) * progress
         half = obj.half_size * (1 + (GROWTH - 1) * progress if obj.state == "grows" else 1.0)
         opacity = 1 - (1 - FADE_END_OPACITY) * progress if obj.state == "fades" else 1.0
-        weight = (_shape_mask(obj.shape, xs - centre_x, ys - centre_y, half) * opacity)[..., None]
+        weight = (shape_mask(obj.shape, xs - centre_x, ys - centre_y, half) * opacity)[..., None]
         frames = frames * (1 - weight) + np.array(COLORS[obj.color]) * weight
     return np.rint(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _caption(objects: list[_ShapeObject]) -> str:
+@dataclass(frozen=True)
+class _Relation:
+    """Where ``first`` is relative to ``second`` at the end, along the axis that separates them more."""
+
+    first: _ShapeObject
+    second: _ShapeObject
+    answer: str  # "left", "right", "above" or "below"
+
+    @property
+    def question(self) -> str:
+        if self.answer in ("left", "right"):
+            return f"At the end, is the {self.first.name} left of or right of the {self.second.name}?"
+        return f"At the end, is the {self.first.name} above or below the {self.second.name}?"
+
+    @property
+    def sentence(self) -> str:
+        relation = f"{self.answer} of" if self.answer in ("left", "right") else self.answer
+        return f"At the end the {self.first.name} is {relation} the {self.second.name}."
+
+
+def _draw_relation(objects: list[_ShapeObject], rng: np.random.Generator) -> _Relation | None:
+    """Draw the pair that both the caption and the relative-position question describe."""
+    if len(objects) < 2:
+        return None
+    first, second = (objects[i] for i in rng.choice(len(objects), size=2, replace=False))
+    dx, dy = (first.end[axis] - second.end[axis] for axis in (0, 1))
+    if abs(dx) >= abs(dy):
+        return _Relation(first, second, "left" if dx < 0 else "right")
+    return _Relation(first, second, "above" if dy < 0 else "below")
+
+
+def _caption(objects: list[_ShapeObject], relation: _Relation | None) -> str:
     phrases = []
     for obj in objects:
         motion = "stays still" if obj.direction == "still" else f"moves {obj.direction}"
         change = "" if obj.state == "unchanged" else f" and {obj.state}"
         phrases.append(f"a {obj.size} {obj.color} {obj.shape} {motion}{change}")
-    return "; ".join(phrases) + "."
+    caption = "; ".join(phrases) + "."
+    return caption if relation is None else f"{caption} {relation.sentence}"
 
 
-def _questions(objects: list[_ShapeObject], rng: np.random.Generator) -> list[dict[str, str]]:
-    """One question per category that applies, each about an object drawn by ``rng``."""
+def _questions(
+    objects: list[_ShapeObject], relation: _Relation | None, rng: np.random.Generator
+) -> list[dict[str, str]]:
+    """One question per category that applies, each about an object drawn by ``rng``.
+
+    The relative-position question asks about ``relation``, drawn beforehand so that the caption
+    states the same relation.
+    """
 
     def pick(candidates: list[_ShapeObject]) -> _ShapeObject:
         return candidates[int(rng.integers(len(candidates)))]
@@ -242,16 +293,8 @@ def _questions(objects: list[_ShapeObject], rng: np.random.Generator) -> list[di
     if moving:
         obj = pick(moving)
         questions.append(qa("direction", f"Which way does the {obj.name} move?", obj.direction))
-    if len(objects) >= 2:
-        first, second = (objects[i] for i in rng.choice(len(objects), size=2, replace=False))
-        dx, dy = (first.end[axis] - second.end[axis] for axis in (0, 1))
-        if abs(dx) >= abs(dy):
-            question = f"At the end, is the {first.name} left of or right of the {second.name}?"
-            answer = "left" if dx < 0 else "right"
-        else:
-            question = f"At the end, is the {first.name} above or below the {second.name}?"
-            answer = "above" if dy < 0 else "below"
-        questions.append(qa("relative_position", question, answer))
+    if relation is not None:
+        questions.append(qa("relative_position", relation.question, relation.answer))
     obj = pick(objects)
     questions.append(qa("size", f"What size is the {obj.name}?", obj.size))
     obj = pick(objects)
@@ -271,13 +314,27 @@ def _make_clip(task: tuple[Path, MotionShapesConfig, str, int]) -> dict[str, Any
     objects = _sample_objects(rng, config)
     video = f"clips/{split}_{index:05d}.mp4"
     write_video(root / video, _render(objects, rng, config), fps=config.fps)
+    relation = _draw_relation(objects, rng)
     return {
         "video": video,
-        "caption": _caption(objects),
-        "qa": _questions(objects, rng),
+        "caption": _caption(objects, relation),
+        "qa": _questions(objects, relation, rng),
         "split": split,
         "objects": [obj.metadata() for obj in objects],
     }
+
+
+def _combination(record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """The multiset of a clip's (shape, color, size, direction, state) tuples, as a sorted tuple."""
+    keys = ("shape", "color", "size", "direction", "state")
+    return tuple(sorted(tuple(obj[key] for key in keys) for obj in record["objects"]))
+
+
+def _mark_novel_combinations(records: list[dict[str, Any]]) -> None:
+    """Set ``"novel_combination"`` on every record: a val clip whose combination no train clip has."""
+    seen = {_combination(record) for record in records if record["split"] == "train"}
+    for record in records:
+        record["novel_combination"] = record["split"] != "train" and _combination(record) not in seen
 
 
 def _description(config: MotionShapesConfig) -> dict[str, Any]:
@@ -313,6 +370,7 @@ def generate_motionshapes(
             records = list(pool.map(_make_clip, tasks, chunksize=32))
     else:
         records = [_make_clip(task) for task in tasks]
+    _mark_novel_combinations(records)
     manifest = root / "manifest.jsonl"
     write_manifest(manifest, records)
     partial = corpus_file.with_suffix(".json.partial")
@@ -326,6 +384,10 @@ def ensure_motionshapes(
 ) -> Path:
     """Return the manifest of the corpus in ``root``, generating it unless it matches ``config``.
 
+    Concurrent calls on one ``root`` are safe: the first generates, the others wait and reuse its
+    corpus. A run still reading a corpus that another run regenerates with other parameters loses
+    its clips, so give corpora with different parameters their own folders.
+
     Args:
         root: Folder of the corpus.
         config: Corpus parameters; None means the defaults.
@@ -335,11 +397,16 @@ def ensure_motionshapes(
         Path of the corpus's ``manifest.jsonl``.
     """
     config = config or MotionShapesConfig()
-    corpus_file = Path(root) / "corpus.json"
-    try:
-        recorded = json.loads(corpus_file.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        recorded = None
-    if recorded == _description(config):
-        return Path(root) / "manifest.jsonl"
-    return generate_motionshapes(root, config, processes)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    # Runs started together on one data_dir (a sweep, DDP ranks on one node) wait here for the first
+    # one to finish writing instead of all regenerating the same folder at once.
+    with open(root / ".generation.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            recorded = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            recorded = None
+        if recorded == _description(config):
+            return root / "manifest.jsonl"
+        return generate_motionshapes(root, config, processes)

@@ -1,5 +1,7 @@
-"""torchmetrics Metrics for the kit's benchmarks."""
+"""torchmetrics Metrics for the kit's benchmarks, and the rule-based MotionShapes judge."""
 
 from vtok_lit.metrics.category_accuracy import CategoryAccuracy, normalize_answer
+from vtok_lit.metrics.motionshapes_judge import MotionShapesJudge
+from vtok_lit.metrics.temporal_quality import TemporalQuality
 
-__all__ = ["CategoryAccuracy", "normalize_answer"]
+__all__ = ["CategoryAccuracy", "MotionShapesJudge", "TemporalQuality", "normalize_answer"]
