@@ -30,10 +30,10 @@ def test_conv_encoder_shapes_and_identity():
     encoder = ConvFrameEncoder()
     assert encoder(torch.rand(2, 3, 64, 64)).shape == (2, 64, 8, 8) and encoder.out_channels == 64
     identities = {
-        ConvFrameEncoder().identity,
-        ConvFrameEncoder(channels=32).identity,
-        ConvFrameEncoder(patch_size=4).identity,
-        ConvFrameEncoder(coordinate_channels=False).identity,
+        ConvFrameEncoder().config_identity,
+        ConvFrameEncoder(channels=32).config_identity,
+        ConvFrameEncoder(patch_size=4).config_identity,
+        ConvFrameEncoder(coordinate_channels=False).config_identity,
     }
     assert len(identities) == 4
 

@@ -1,5 +1,6 @@
 """The VTok core: plain ``nn.Module``s shared by every LightningModule (no Lightning here)."""
 
+from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder
 from vtok_lit.core.hf_language_model import HFCausalLM
 from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
@@ -28,6 +29,7 @@ __all__ = [
     "ConvFrameEncoder",
     "FlowMatchingVideoDecoder",
     "FrameEncoder",
+    "FrameFeatureCache",
     "FrameSamplingTokenizer",
     "KeyFrameTokenizer",
     "OpenCLIPFrameEncoder",
@@ -37,5 +39,6 @@ __all__ = [
     "VideoDecoder",
     "VideoTokenizer",
     "VideoTokens",
+    "encode_frames_cached",
     "pool_to_grid_tokens",
 ]

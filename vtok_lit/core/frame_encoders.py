@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import torch
@@ -17,18 +18,42 @@ class FrameEncoder(nn.Module, ABC):
 
     out_channels: int
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._weights_digest: str | None = None
+        self.register_load_state_dict_post_hook(_forget_weights_digest)
+
     @abstractmethod
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Maps ``(N, 3, H, W)`` frames in [0, 1] to ``(N, C, h, w)`` feature maps."""
 
     @property
     @abstractmethod
-    def identity(self) -> str:
-        """A string that changes whenever the architecture or the source of the weights changes.
+    def config_identity(self) -> str:
+        """A string that changes whenever the architecture, its options or the weights' source change."""
 
-        Feature caches use it as their key, so two encoders with the same identity must compute the
-        same features.
+    @property
+    def identity(self) -> str:
+        """:attr:`config_identity` plus a digest of the weights: equal identities compute equal features.
+
+        Feature caches use it as their key. The digest covers every parameter and buffer (values,
+        dtypes, shapes). Hashing a large tower takes a moment, so it is computed once, on first use,
+        and again after ``load_state_dict``; weights changed in place in between (an optimizer step, a
+        dtype cast) go unnoticed, which is why feature caches refuse encoders that are not frozen.
         """
+        if self._weights_digest is None:
+            digest = hashlib.blake2b(digest_size=12)
+            for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+                tensor = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_digest = digest.hexdigest()
+        return f"{self.config_identity}/weights-digest={self._weights_digest}"
+
+
+def _forget_weights_digest(module: FrameEncoder, incompatible_keys: object) -> None:
+    """Load-state-dict hook: new weights need a new digest."""
+    module._weights_digest = None
 
 
 class ConvFrameEncoder(FrameEncoder):
@@ -81,7 +106,7 @@ class ConvFrameEncoder(FrameEncoder):
         return x
 
     @property
-    def identity(self) -> str:
+    def config_identity(self) -> str:
         return (
             f"conv/channels={self.channels}/patch={self.patch_size}/blocks={self.num_blocks}"
             f"/coords={int(self.coordinate_channels)}"

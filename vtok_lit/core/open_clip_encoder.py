@@ -91,7 +91,7 @@ class OpenCLIPFrameEncoder(FrameEncoder):
 
         config = json.dumps(open_clip.get_model_config(model_name), sort_keys=True)
         config_hash = hashlib.sha1(config.encode()).hexdigest()[:12]
-        self._identity = f"open_clip/{model_name}/config={config_hash}/weights={weights_source}"
+        self._config_identity = f"open_clip/{model_name}/config={config_hash}/weights={weights_source}"
 
         self.freeze = freeze
         if freeze:
@@ -99,8 +99,8 @@ class OpenCLIPFrameEncoder(FrameEncoder):
             self.train(False)
 
     @property
-    def identity(self) -> str:
-        return self._identity
+    def config_identity(self) -> str:
+        return self._config_identity
 
     def train(self, mode: bool = True) -> OpenCLIPFrameEncoder:
         return super().train(mode and not self.freeze)

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.multimodal_sequence import LMSequences, build_lm_sequences, next_token_loss
@@ -35,6 +36,7 @@ class VideoLLM(VTokModule):
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
         freeze_tokenizer: bool = False,
+        feature_cache_dir: str | None = None,
         projector_hidden_dim: int = 512,
         questions_per_video: int = 0,
         max_answer_tokens: int = 16,
@@ -51,6 +53,9 @@ class VideoLLM(VTokModule):
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer weights initialise
                 this one.
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed.
+            feature_cache_dir: Cache frame-encoder features here when freeze_tokenizer is true: each
+                clip's features are computed in the first epoch and read back in later ones (keyed by
+                video file, frame indices, frame size and encoder weights). Needs freeze_tokenizer.
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
             questions_per_video: Questions drawn per clip and training step (0 = all of them).
             max_answer_tokens: Longest answer generated at validation.
@@ -74,6 +79,12 @@ class VideoLLM(VTokModule):
         self.freeze_tokenizer = freeze_tokenizer
         if freeze_tokenizer:
             tokenizer.requires_grad_(False)
+        if feature_cache_dir is not None and not freeze_tokenizer:
+            raise ValueError(
+                "feature_cache_dir caches the frame encoder's features, which a trainable tokenizer would "
+                "make stale: set model.init_args.freeze_tokenizer: true, or unset feature_cache_dir"
+            )
+        self.feature_cache = None if feature_cache_dir is None else FrameFeatureCache(feature_cache_dir)
         hidden = language_model.hidden_size
         self.projector = nn.Sequential(
             nn.Linear(tokenizer.token_dim, projector_hidden_dim),
@@ -95,11 +106,23 @@ class VideoLLM(VTokModule):
             "language_model": type(self.language_model).__name__,
         }
 
-    def video_prefix(self, video: torch.Tensor) -> torch.Tensor:
-        """Video ``(B, T, 3, H, W)`` -> projected video tokens ``(B, L, hidden)``."""
+    def video_prefix(
+        self, video: torch.Tensor, paths: list[str] | None = None, frame_indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Video ``(B, T, 3, H, W)`` -> projected video tokens ``(B, L, hidden)``.
+
+        With a feature cache, the clips' files ``paths`` and ``(B, T)`` ``frame_indices`` (a batch's
+        ``"path"`` and ``"frame_indices"``) let the frame features be read from it; without both the
+        frame encoder runs.
+        """
         frozen = torch.no_grad() if self.freeze_tokenizer else contextlib.nullcontext()
         with frozen:
-            tokens = self.tokenizer(video)
+            if self.feature_cache is None or paths is None or frame_indices is None:
+                features = self.tokenizer.encode_frames(video)
+            else:
+                cache = self.feature_cache
+                features = encode_frames_cached(self.tokenizer, video, paths, frame_indices, cache)
+            tokens = self.tokenizer.tokenize_features(features)
         return self.projector(tokens.tokens) + self.kind_embedding(tokens.kinds)[None]
 
     def _question_rows(self, questions: list[list[dict[str, str]]], sample: bool) -> list[tuple[int, dict]]:
@@ -155,7 +178,8 @@ class VideoLLM(VTokModule):
         rows = self._question_rows(batch["questions"], sample=True)
         if not rows:
             return None
-        loss = self._answer_loss(self.video_prefix(batch["video"]), rows)
+        prefix = self.video_prefix(batch["video"], batch.get("path"), batch.get("frame_indices"))
+        loss = self._answer_loss(prefix, rows)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(rows))
         return loss
 
@@ -166,7 +190,7 @@ class VideoLLM(VTokModule):
         rows = self._question_rows(batch["questions"], sample=False)
         if not rows:
             return None
-        prefix = self.video_prefix(batch["video"])
+        prefix = self.video_prefix(batch["video"], batch.get("path"), batch.get("frame_indices"))
         self.log(f"{stage}/loss", self._answer_loss(prefix, rows), batch_size=len(rows))
         predictions = self._generate(prefix, rows)
         answers = [qa["answer"] for _, qa in rows]

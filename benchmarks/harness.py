@@ -1,0 +1,205 @@
+"""What every benchmark script shares: common arguments, interleaved timing, machine info, the report.
+
+A script builds its rows as dicts of raw numbers, names its columns, and hands both to
+:func:`write_report`, which prints a markdown table and writes ``<output_dir>/<name>.md`` and
+``<name>.json`` (the rows, every timing sample, the settings and the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None, warmup: int) -> None:
+    """Adds ``--repeats``, ``--warmup``, ``--seed``, ``--threads`` and ``--output-dir``.
+
+    A ``repeats`` of None leaves the default to the script (e.g. fewer under ``--quick``).
+    """
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats; the median is reported")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls before timing")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the synthetic inputs")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's own choice)"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="where <name>.md and <name>.json are written"
+    )
+
+
+def apply_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    calls: dict[Hashable, Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    device: torch.device | None = None,
+) -> dict[Hashable, list[float]]:
+    """Seconds per call of every callable, ``repeats`` samples each.
+
+    Repeats go round-robin over the callables (one sample of each, then the next round), so a load
+    that comes and goes on the machine shifts all of them alike and ratios between them stay fair.
+    ``device`` is synchronised around every call when it is a GPU.
+    """
+    device = device or torch.device("cpu")
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    synchronize(device)
+    samples: dict[Hashable, list[float]] = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            samples[key].append(time.perf_counter() - start)
+    return samples
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """The facts a reader needs to compare two runs: versions, threads, CPU, load at start."""
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "device": str(device) if device is not None else "cpu",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its header, the row key it shows, and a format spec (or a callable)."""
+
+    header: str
+    key: str
+    fmt: str | Callable[[Any], str] = ""
+
+    def cell(self, row: dict[str, Any]) -> str:
+        value = row.get(self.key)
+        if value is None:
+            return "n/a"
+        if callable(self.fmt):
+            return self.fmt(value)
+        return format(value, self.fmt)
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{seconds * 1e3:,.2f}"
+
+
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| " + " | ".join(column.header for column in columns) + " |",
+        "|" + "|".join(" --- " for _ in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(column.cell(row) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    parts = [
+        f"torch {machine['torch']}",
+        f"{machine['torch_threads']} torch threads",
+        f"{machine['usable_cpus']}/{machine['cpu_count']} usable CPUs ({machine['cpu']})",
+        f"load average {machine['load_average_1min']:.2f} at start"
+        if machine["load_average_1min"] is not None
+        else "load average unknown",
+        f"device {machine.get('gpu', machine['device'])}",
+    ]
+    return "Machine: " + ", ".join(parts) + f"; {machine['date']}."
+
+
+def write_report(
+    name: str,
+    title: str,
+    notes: Sequence[str],
+    tables: Sequence[tuple[str, Sequence[Column], Sequence[dict[str, Any]]]],
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    output_dir: Path,
+    raw: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Prints the markdown report and writes it and its JSON twin; returns the JSON content.
+
+    Args:
+        name: File stem of the outputs.
+        title: The report's heading.
+        notes: Paragraphs printed under the heading (conventions, what a ratio is against).
+        tables: ``(caption, columns, rows)`` for each table; rows hold raw numbers.
+        machine: From :func:`machine_info`.
+        settings: The arguments of the run.
+        output_dir: Folder of the outputs, made if missing.
+        raw: Anything else worth keeping in the JSON (e.g. every timing sample).
+    """
+    parts = [f"# {title}", *notes, machine_line(machine)]
+    for caption, columns, rows in tables:
+        if caption:
+            parts.append(f"## {caption}")
+        parts.append(markdown_table(columns, rows))
+    text = "\n\n".join(parts) + "\n"
+    print(text)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{name}.md").write_text(text, encoding="utf-8")
+    report = {
+        "benchmark": name,
+        "machine": machine,
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in settings.items()
+        },
+        "tables": {caption or name: list(rows) for caption, _, rows in tables},
+        "raw": raw or {},
+    }
+    (output_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
