@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from vtok_lit.data.dataset import BadVideoPolicy, VideoTextDataset, collate_video_text
 from vtok_lit.data.manifest import ManifestRecord, read_manifest
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
+from vtok_lit.data.resumable import EpochSeededSampler, ResumableDataLoader, SkippingBatchSampler
 from vtok_lit.data.video_io import FrameSampling
 
 # How many missing files the "skip" warning lists by name.
@@ -153,15 +154,24 @@ class VideoTextDataModule(L.LightningDataModule):
         return self._splits
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[role]
         workers = self.hparams.num_workers
-        return DataLoader(
-            self.datasets[role],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
-            num_workers=workers,
-            collate_fn=collate_video_text,
-            persistent_workers=workers > 0,
+        options = {
+            "num_workers": workers,
+            "collate_fn": collate_video_text,
+            "persistent_workers": workers > 0,
+        }
+        if not shuffle:
+            return DataLoader(dataset, batch_size=self.hparams.batch_size, **options)
+        # The order depends only on (seed, epoch) and checkpoints record the place in it, so a resumed
+        # run trains on the same batches as one that never stopped.
+        sampler = EpochSeededSampler(dataset, seed=self.hparams.seed)
+        return ResumableDataLoader(
+            dataset,
+            batch_sampler=SkippingBatchSampler(sampler, self.hparams.batch_size, drop_last=False),
+            # Worker seeds come from here rather than from the global RNG the model's draws use.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 
 from vtok_lit import __version__
 
@@ -59,6 +60,12 @@ class VTokModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
+        # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
+        # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
+        # DDP every rank takes rank 0's state; all ranks start from the same seed).
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("vtok_lit")
@@ -77,6 +84,12 @@ class VTokModule(LightningModule):
             raise CheckpointMismatchError(
                 "The checkpoint belongs to another model; " + "; ".join(differences)
             )
+        rng_states = checkpoint.get("rng_states")
+        resuming_fit = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if rng_states is not None and resuming_fit:
+            torch.set_rng_state(rng_states["torch"])
+            if "cuda" in rng_states and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng_states["cuda"])
 
     def log_skipped_videos(self, batch: dict[str, Any]) -> None:
         """Count the clips the data loader dropped under the ``skip`` policy, so no loss goes unseen."""

@@ -1,0 +1,97 @@
+"""Lightning's strategies on vtok-lit: the FSDP overlay's wrap policy, and (slow tier) a 2-process DDP
+fit on the CPU through the real CLI against a 1-process fit.
+
+``ddp_spawn`` starts fresh worker processes from inside pytest; plain ``ddp`` would launch the
+whole command line again, which under pytest is pytest itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from torch import nn
+
+from vtok_lit.cli import VTokCLI, main
+from vtok_lit.core import TransformerBlock
+
+CONF = Path(__file__).parent / "conf"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+# Metrics that every rank computes on its own shard and rank 0 logs unsynced: train and val loss.
+RANK_ZERO_METRICS = {"train/loss", "val/loss"}
+
+
+@pytest.fixture(autouse=True)
+def no_process_group_left() -> Iterator[None]:
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_fsdp_overlay_makes_each_transformer_block_a_shard_unit() -> None:
+    overlay = yaml.safe_load((EXPERIMENTS / "strategies" / "fsdp.yaml").read_text())
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    strategy = parser.instantiate(parser.parse_object({"strategy": overlay["trainer"]["strategy"]})).strategy
+    assert isinstance(strategy, FSDPStrategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert policy(TransformerBlock(hidden_size=8, num_heads=2), recurse=False)
+    assert not policy(nn.Linear(8, 8), recurse=False)
+
+
+def fit(manifest: Path, out: Path, *extra: str) -> tuple[VTokCLI, list[dict[str, str]]]:
+    """A tiny 4-step fit with validation; returns the CLI and the rows of its metrics.csv."""
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(CONF / "pretraining_tiny.yaml"),
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.init_args.save_dir={out}",
+            f"--trainer.default_root_dir={out}",
+            "--trainer.enable_checkpointing=false",
+            f"--data.init_args.manifest={manifest}",
+            *extra,
+        ]
+    )
+    # Not cli.trainer.log_dir: after ddp_spawn the main process's logger would pick a new version.
+    (metrics,) = out.rglob("metrics.csv")
+    with open(metrics, newline="") as file:
+        return cli, list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    single, single_rows = fit(tiny_corpus, tmp_path / "single", "--data.init_args.batch_size=4")
+    ddp, ddp_rows = fit(
+        tiny_corpus,
+        tmp_path / "ddp",
+        "--trainer.strategy=ddp_spawn",
+        "--trainer.devices=2",
+        "--data.init_args.batch_size=2",
+    )
+
+    # The main process of ddp_spawn gets rank 0's weights and callback_metrics back, not its loops.
+    assert [row["step"] for row in ddp_rows] == [row["step"] for row in single_rows]
+    assert ddp_rows[0].keys() == single_rows[0].keys()
+    assert ddp.trainer.callback_metrics.keys() == single.trainer.callback_metrics.keys()
+    for name, value in ddp.trainer.callback_metrics.items():
+        assert math.isfinite(value), name
+        if name not in RANK_ZERO_METRICS:
+            # PSNR and SSIM are torchmetrics Metrics: their state is summed over both ranks.
+            assert value.item() == pytest.approx(single.trainer.callback_metrics[name].item(), rel=1e-4), name
+
+    # Each rank trains on every other clip of the same shuffled batch and DDP averages the gradients.
+    single_weights = single.model.state_dict()
+    for name, value in ddp.model.state_dict().items():
+        torch.testing.assert_close(value, single_weights[name], rtol=1e-4, atol=1e-6, msg=name)
