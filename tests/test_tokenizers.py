@@ -17,7 +17,7 @@ CHANNELS = 6
 class PresetFeatures(FrameEncoder):
     """Returns the ``(N, C, h, w)`` features it holds, whatever the frames: the test controls them."""
 
-    identity = "preset"
+    config_identity = "preset"
 
     def __init__(self, features: torch.Tensor) -> None:
         super().__init__()

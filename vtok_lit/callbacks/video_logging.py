@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from typing import Any
@@ -15,6 +16,33 @@ from torchvision.utils import make_grid
 def tensorboard_writers(trainer: Trainer) -> list[Any]:
     """The ``SummaryWriter`` of every TensorBoard logger of the trainer."""
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+@functools.cache
+def moviepy_available() -> bool:
+    """Whether TensorBoard's ``add_video`` can write (it needs ``moviepy<2``); warns once when not.
+
+    Without moviepy ``add_video`` writes nothing and says nothing, so a run would lose its videos unseen.
+    """
+    if importlib.util.find_spec("moviepy") is None:
+        warnings.warn(
+            "moviepy<2 is not installed, so TensorBoard gets frame grids but no videos.", stacklevel=2
+        )
+        return False
+    return True
+
+
+def write_clips(
+    writers: list[Any], tag: str, clips: torch.Tensor, global_step: int, fps: int, log_video: bool
+) -> None:
+    """Write clips ``(B, T, 3, H, W)`` in [0, 1] as ``<tag>/frames`` (a grid, one row per clip, frames
+    left to right) and, if ``log_video`` and moviepy allow, as ``<tag>/video``."""
+    clips = clips.float().cpu()
+    grid = make_grid(clips.flatten(0, 1), nrow=clips.shape[1], padding=1, pad_value=1.0)
+    for writer in writers:
+        writer.add_image(f"{tag}/frames", grid, global_step=global_step)
+        if log_video and moviepy_available():
+            writer.add_video(f"{tag}/video", clips, global_step=global_step, fps=fps)
 
 
 def side_by_side(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -42,7 +70,6 @@ class ReconstructionLogger(Callback):
         self.num_clips = num_clips
         self.fps = fps
         self.log_video = log_video
-        self._warned_no_moviepy = False
 
     def _write(self, trainer: Trainer, pl_module: LightningModule, video: torch.Tensor, tag: str) -> None:
         writers = tensorboard_writers(trainer)
@@ -54,27 +81,9 @@ class ReconstructionLogger(Callback):
         with torch.no_grad():
             reconstruction = pl_module.reconstruct(clips).clamp(0, 1)
         pl_module.train(was_training)
-        pairs = side_by_side(clips, reconstruction).float().cpu()
-        num_frames = pairs.shape[1]
-        # One row per clip: its frames left to right, each frame original|reconstruction.
-        grid = make_grid(pairs.flatten(0, 1), nrow=num_frames, padding=1, pad_value=1.0)
-        for writer in writers:
-            writer.add_image(f"{tag}/frames", grid, global_step=trainer.global_step)
-            if self._can_log_video():
-                writer.add_video(f"{tag}/video", pairs, global_step=trainer.global_step, fps=self.fps)
-
-    def _can_log_video(self) -> bool:
-        if not self.log_video:
-            return False
-        if importlib.util.find_spec("moviepy") is None:
-            if not self._warned_no_moviepy:
-                warnings.warn(
-                    "ReconstructionLogger: moviepy<2 is not installed, so only frame grids are logged.",
-                    stacklevel=2,
-                )
-                self._warned_no_moviepy = True
-            return False
-        return True
+        # Each frame shows original|reconstruction.
+        pairs = side_by_side(clips, reconstruction)
+        write_clips(writers, tag, pairs, trainer.global_step, self.fps, self.log_video)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

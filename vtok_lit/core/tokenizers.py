@@ -44,15 +44,6 @@ def _check_choice(name: str, value: str, choices: object) -> None:
         raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
 
 
-def _video_tokens(
-    tokens: torch.Tensor, kinds: torch.Tensor, frame_index: torch.Tensor, cell_xy: torch.Tensor
-) -> VideoTokens:
-    """Wraps ``(B, L, D)`` tokens with their ``(L,)`` layout; every sequence of a batch has length L."""
-    device = tokens.device
-    padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)
-    return VideoTokens(tokens, kinds.to(device), frame_index.to(device), padding_mask, cell_xy.to(device))
-
-
 def grid_cell_centres(grid_size: int, num_frames: int = 1) -> torch.Tensor:
     """``(num_frames * g * g, 2)`` (x, y) centres in [0, 1] of the cells, row-major, frame after frame."""
     centres = (torch.arange(grid_size, dtype=torch.float32) + 0.5) / grid_size
@@ -105,6 +96,29 @@ class VideoTokenizer(nn.Module, ABC):
     def num_tokens(self, num_frames: int) -> int:
         """The sequence length L for a clip of ``num_frames`` frames."""
 
+    @abstractmethod
+    def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What each of the L positions of a ``num_frames``-frame clip's sequence holds, without the clip.
+
+        Returns:
+            ``(L,)`` long :class:`TokenKind` s, ``(L,)`` long frame indices and ``(L, 2)`` grid-cell
+            centres (NaN for tokens of no single cell) or None: the layout fields of
+            :class:`VideoTokens`.
+        """
+
+    def video_tokens(self, tokens: torch.Tensor, num_frames: int) -> VideoTokens:
+        """Wraps ``(B, L, D)`` tokens of ``num_frames``-frame clips (encoded or generated) in their layout."""
+        kinds, frame_index, cell_xy = self.token_layout(num_frames)
+        if tokens.shape[1] != len(kinds):
+            raise ValueError(
+                f"got {tokens.shape[1]} tokens, but {type(self).__name__} lays out {len(kinds)} "
+                f"for a clip of T={num_frames} frames"
+            )
+        device = tokens.device
+        padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)
+        cell_xy = None if cell_xy is None else cell_xy.to(device)
+        return VideoTokens(tokens, kinds.to(device), frame_index.to(device), padding_mask, cell_xy)
+
     def key_frame_index(self, num_frames: int) -> int:
         """The frame the others are described against; the first one where no frame is special."""
         return 0
@@ -128,13 +142,15 @@ class FrameSamplingTokenizer(VideoTokenizer):
 
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
         num_frames = features.shape[1]
-        tokens = self.cell_tokens(features, self.frame_embedding(num_frames))
-        frame_index = torch.arange(num_frames).repeat_interleave(self.tokens_per_frame)
-        kinds = torch.full_like(frame_index, TokenKind.FRAME)
-        return _video_tokens(tokens, kinds, frame_index, grid_cell_centres(self.grid_size, num_frames))
+        return self.video_tokens(self.cell_tokens(features, self.frame_embedding(num_frames)), num_frames)
 
     def num_tokens(self, num_frames: int) -> int:
         return num_frames * self.tokens_per_frame
+
+    def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        frame_index = torch.arange(num_frames).repeat_interleave(self.tokens_per_frame)
+        kinds = torch.full_like(frame_index, TokenKind.FRAME)
+        return kinds, frame_index, grid_cell_centres(self.grid_size, num_frames)
 
 
 class KeyFrameTokenizer(VideoTokenizer):
@@ -165,16 +181,22 @@ class KeyFrameTokenizer(VideoTokenizer):
         return self.key_frame % num_frames
 
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
+        return self.video_tokens(self.spatial_tokens(features), features.shape[1])
+
+    def spatial_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``(B, S, D)`` grid-cell tokens of the key frame of ``(B, T, C, h, w)`` features."""
         num_frames = features.shape[1]
         key = self.key_frame_index(num_frames)
         key_position = self.frame_embedding(num_frames)[key : key + 1]
-        tokens = self.cell_tokens(features[:, key : key + 1], key_position)
-        frame_index = torch.full((self.tokens_per_frame,), key)
-        kinds = torch.full_like(frame_index, TokenKind.SPATIAL)
-        return _video_tokens(tokens, kinds, frame_index, grid_cell_centres(self.grid_size))
+        return self.cell_tokens(features[:, key : key + 1], key_position)
 
     def num_tokens(self, num_frames: int) -> int:
         return self.tokens_per_frame
+
+    def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        frame_index = torch.full((self.tokens_per_frame,), self.key_frame_index(num_frames))
+        kinds = torch.full_like(frame_index, TokenKind.SPATIAL)
+        return kinds, frame_index, grid_cell_centres(self.grid_size)
 
 
 class VTokTokenizer(KeyFrameTokenizer):
@@ -223,28 +245,31 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.residual_mlp = MLP(channels, residual_hidden_dim, self.token_dim)  # g_phi
 
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
-        spatial = super().tokenize_features(features)
-        residual, group_starts = self.residual_tokens(features)
-        return _video_tokens(
-            torch.cat([spatial.tokens, residual], dim=1),
-            torch.cat([spatial.kinds, torch.full_like(group_starts, TokenKind.RESIDUAL)]),
-            torch.cat([spatial.frame_index, group_starts]),
+        tokens = torch.cat([self.spatial_tokens(features), self.residual_tokens(features)], dim=1)
+        return self.video_tokens(tokens, features.shape[1])
+
+    def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kinds, frame_index, cell_xy = super().token_layout(num_frames)
+        group_starts = self.residual_groups(num_frames)[0][:: self.temporal_stride]
+        return (
+            torch.cat([kinds, torch.full_like(group_starts, TokenKind.RESIDUAL)]),
+            torch.cat([frame_index, group_starts]),
             # A residual token pools the whole frame: it has no cell.
-            torch.cat([spatial.cell_xy, spatial.cell_xy.new_full((len(group_starts), 2), float("nan"))]),
+            torch.cat([cell_xy, cell_xy.new_full((len(group_starts), 2), float("nan"))]),
         )
 
-    def residual_tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual tokens of ``(B, T, C, h, w)`` features.
-
-        Returns:
-            ``(B, G, D)`` tokens, one per group of ``temporal_stride`` consecutive non-key frames (in
-            time order), and the ``(G,)`` index of each group's first frame.
-        """
-        batch, num_frames, channels = features.shape[:3]
-        device = features.device
+    def residual_groups(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(T - 1,)`` non-key frames in time order and the residual token (group) of each."""
         key = self.key_frame_index(num_frames)
-        others = torch.tensor([t for t in range(num_frames) if t != key], dtype=torch.long, device=device)
-        group_of = torch.arange(len(others), device=device) // self.temporal_stride
+        others = torch.tensor([t for t in range(num_frames) if t != key], dtype=torch.long)
+        return others, torch.arange(len(others)) // self.temporal_stride
+
+    def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """Residual tokens of ``(B, T, C, h, w)`` features: ``(B, G, D)``, one per group of
+        ``temporal_stride`` consecutive non-key frames (in time order)."""
+        batch, num_frames, channels = features.shape[:3]
+        key = self.key_frame_index(num_frames)
+        others, group_of = (t.to(features.device) for t in self.residual_groups(num_frames))
         group_starts = others[:: self.temporal_stride]
         pooled_frames = group_starts if self.group_reduction == "subsample" else others
 
@@ -257,7 +282,7 @@ class VTokTokenizer(KeyFrameTokenizer):
             pooled = sums / torch.bincount(group_of, minlength=len(group_starts))[:, None]
 
         positions = self.frame_embedding(num_frames)[group_starts]
-        return self.residual_mlp(pooled) + positions, group_starts
+        return self.residual_mlp(pooled) + positions
 
     def pool_positions(self, features: torch.Tensor) -> torch.Tensor:
         """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C)``."""
