@@ -1,0 +1,189 @@
+"""The benchmark scripts run end to end at their smallest settings, so they cannot rot.
+
+Only the shape of each report is checked (rows, columns, the baseline's ratios of 1), never a timing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+}
+TIMING = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
+
+
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """Imports a script from benchmarks/ the way ``python benchmarks/<name>.py`` sees its siblings.
+
+    The scripts run with ``--threads 1`` (tiny parallel ops crawl on a busy machine); the fixture
+    gives the other tests their thread count back.
+    """
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    threads = torch.get_num_threads()
+    yield importlib.import_module
+    torch.set_num_threads(threads)
+
+
+def read_report(output_dir: Path, name: str) -> tuple[str, dict]:
+    markdown = (output_dir / f"{name}.md").read_text()
+    return markdown, json.loads((output_dir / f"{name}.json").read_text())
+
+
+def table_header(markdown: str) -> list[str]:
+    header = next(line for line in markdown.splitlines() if line.startswith("| "))
+    return [cell.strip() for cell in header.strip("|").split("|")]
+
+
+def test_token_budget(benchmarks, tmp_path: Path) -> None:
+    token_budget = benchmarks("token_budget")
+    report = token_budget.main(
+        ["--frames", "8", "--batch-size", "1", "--skip-memory", "--output-dir", str(tmp_path), *TIMING]
+    )
+    markdown, saved = read_report(tmp_path, "token_budget")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["token_budget"]
+    assert [(row["frames"], row["tokenizer"]) for row in rows] == [
+        (8, "naive"),
+        (8, "vtok"),
+        (8, "key_frame"),
+    ]
+    assert [row["video_tokens"] for row in rows] == [8 * 16, 16 + 7, 16]
+    naive = rows[0]
+    for ratio in ("tokens_vs_naive", "flops_vs_naive", "time_vs_naive"):
+        assert naive[ratio] == 1.0
+        assert all(0 < row[ratio] < math.inf for row in rows)
+    assert naive["memory_vs_naive"] is None
+    for check in report["raw"]["flop_checks"]:
+        assert check["counted_forward"] == pytest.approx(check["analytic_forward"])
+        assert check["counted_train"] == pytest.approx(3 * check["analytic_forward"])
+    assert {"tokenizer", "video tokens", "FLOPs vs naive", "time vs naive", "mem vs naive"} <= set(
+        table_header(markdown)
+    )
+    assert "Machine: torch" in markdown
+
+
+def test_token_budget_memory_probe_runs_in_a_subprocess(benchmarks) -> None:
+    token_budget = benchmarks("token_budget")
+    config = {
+        "tokenizer": "vtok",
+        "frames": 4,
+        "batch_size": 1,
+        "max_frames": 64,
+        "max_seq_len": 128,
+        "seed": 0,
+        "threads": 1,
+    }
+    memory = token_budget.step_memory(config, torch.device("cpu"))
+    assert memory["peak_bytes"] > 0 and memory["method"]
+
+
+def test_token_budget_sizes_match_the_understanding_experiment(benchmarks) -> None:
+    sizes = benchmarks("token_budget").UNDERSTANDING
+    config = yaml.safe_load((ROOT / "experiments/understanding/vtok.yaml").read_text())
+    model = config["model"]["init_args"]
+    tokenizer = model["tokenizer"]["init_args"]
+    lm = model["language_model"]["init_args"]
+    assert sizes["encoder_channels"] == tokenizer["frame_encoder"]["init_args"]["channels"]
+    assert (sizes["token_dim"], sizes["grid_size"]) == (tokenizer["token_dim"], tokenizer["grid_size"])
+    assert (sizes["lm_hidden"], sizes["lm_layers"], sizes["lm_heads"]) == (
+        lm["hidden_size"],
+        lm["num_layers"],
+        lm["num_heads"],
+    )
+    assert sizes["questions_per_video"] == model["questions_per_video"]
+    assert sizes["image_size"] == config["data"]["init_args"]["image_size"]
+
+
+def test_tokenizer_overhead(benchmarks, tmp_path: Path) -> None:
+    config = tmp_path / "bench-tiny-vit.json"
+    config.write_text(json.dumps(TINY_VIT))
+    arguments = ["--batch-sizes", "1", "--frames", "4", "--clip-config", str(config)]
+    report = benchmarks("tokenizer_overhead").main([*arguments, "--output-dir", str(tmp_path), *TIMING])
+    markdown, _ = read_report(tmp_path, "tokenizer_overhead")
+    rows = report["tables"]["tokenizer_overhead"]
+    assert [(row["encoder"], row["tokenizer"]) for row in rows] == [
+        ("conv", "vtok (mean)"),
+        ("conv", "vtok (attention)"),
+        ("open_clip bench-tiny-vit", "vtok (mean)"),
+        ("open_clip bench-tiny-vit", "vtok (attention)"),
+    ]
+    for row in rows:
+        assert row["overhead_direct"] == pytest.approx(row["features_seconds"] / row["encoder_seconds"])
+    assert "overhead, tokenize_features / encoder" in table_header(markdown)
+
+
+def test_data_loading(benchmarks, tmp_path: Path) -> None:
+    arguments = ["--num-clips", "2", "--long-clips", "2", "--long-size", "32", "--long-frames", "8"]
+    arguments += ["--frames", "4", "--batch-size", "2", "--workers", "0", "1", "--backends", "decord", "pyav"]
+    report = benchmarks("data_loading").main(
+        [*arguments, "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path), *TIMING]
+    )
+    markdown, _ = read_report(tmp_path, "data_loading")
+    rows = [row for row in report["tables"]["data_loading"] if "fps" in row]
+    sources = {row["source"] for row in rows}
+    assert len(sources) == 2
+    for source in sources:
+        measured = {(row["level"], row["backend"], row["workers"]) for row in rows if row["source"] == source}
+        for backend in ("decord", "pyav"):
+            assert {("reader", backend, "-"), ("dataset", backend, "-"), ("loader", backend, 0)} <= measured
+        assert ("loader", "decord", 1) in measured
+    for row in rows:
+        assert row["fps"] > 0
+        if row["backend"] == "decord":
+            assert row["vs_decord"] == 1.0
+        if row["level"] == "reader":
+            assert row["max_abs_diff"] <= 2
+    assert {"level", "backend", "workers", "frames/s", "vs decord"} <= set(table_header(markdown))
+    assert "torchcodec" in markdown
+
+
+def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    tokenizers = {"vtok": "VTokTokenizer", "naive": "FrameSamplingTokenizer"}
+    for tokenizer, class_name in tokenizers.items():
+        run_dir = tmp_path / "runs" / f"understanding_{tokenizer}" / "version_0"
+        run_dir.mkdir(parents=True)
+        config = {
+            "model": {"init_args": {"tokenizer": {"class_path": f"vtok_lit.core.{class_name}"}}},
+            "data": {"init_args": {"num_frames": 16}},
+        }
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        writer = SummaryWriter(str(run_dir))
+        for step in range(4):
+            writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+        writer.add_scalar("val/motionshapes/overall", 0.5 if tokenizer == "vtok" else 0.25, 3)
+        writer.close()
+
+    report = benchmarks("paper_table").main(
+        [
+            "--collect",
+            "--skip-generation",
+            "--tokenizers",
+            *tokenizers,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    rows = {row["tokenizer"]: row for row in report["tables"]["Understanding: held-out accuracy (%)"]}
+    assert rows["vtok"]["tokens"] == 31 and rows["naive"]["tokens"] == 256
+    assert rows["vtok"]["overall"] == pytest.approx(50.0) and rows["naive"]["overall"] == pytest.approx(25.0)
+    assert rows["vtok"]["counting"] is None
+    assert (tmp_path / "out" / "paper_table.png").stat().st_size > 0
+    assert "| vtok | 31 |" in (tmp_path / "out" / "paper_table.md").read_text()
