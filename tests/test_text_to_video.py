@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_cli import cli_args
 
 from vtok_lit.cli import main
@@ -19,7 +20,7 @@ from vtok_lit.core import (
     TransformerLM,
     VTokTokenizer,
 )
-from vtok_lit.core.token_heads import FlowMatchingTokenHead
+from vtok_lit.core.token_heads import FlowMatchingTokenHead, TokenStandardizer
 from vtok_lit.core.video_generation_sequence import build_video_generation_sequences
 from vtok_lit.data import write_manifest, write_video
 from vtok_lit.data.motionshapes import BACKGROUND, COLORS
@@ -199,6 +200,15 @@ def test_flow_matching_head_trains_and_samples_reproducibly() -> None:
     assert not torch.allclose(first, other)
 
 
+def test_token_standardizer_round_trips_and_follows_the_data() -> None:
+    standardizer = TokenStandardizer(4)
+    tokens = 5 + 3 * torch.randn(1000, 4)
+    standardizer.update(tokens)
+    standardized = standardizer(tokens)
+    assert standardized.mean().abs() < 0.1 and (standardized.std() - 1).abs() < 0.1
+    torch.testing.assert_close(standardizer.inverse(standardized), tokens)
+
+
 def test_fit_and_validate_log_the_benchmark(tmp_path: Path) -> None:
     args = cli_args("generation_tiny.yaml", tmp_path)
     cli = main(["fit", *args])
@@ -214,7 +224,9 @@ def test_fit_and_validate_log_the_benchmark(tmp_path: Path) -> None:
     ):
         assert key in metrics, key
     log_dir = Path(cli.trainer.log_dir)
-    assert list(log_dir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    tags = EventAccumulator(str(log_dir)).Reload().Tags()
+    assert {"val/generated/frames", "val/generated/video"} <= set(tags["images"]), tags
+    assert any(tag.startswith("val/generated/captions") for tag in tags["tensors"]), tags
     checkpoint = next(log_dir.glob("checkpoints/*.ckpt"))
     validated = main(
         ["validate", *cli_args("generation_tiny.yaml", tmp_path / "again"), f"--ckpt_path={checkpoint}"]

@@ -293,8 +293,7 @@ class TextToVideo(VTokModule):
         psnr = getattr(self, f"{stage}_psnr")
         psnr.update(generated.flatten(0, 1), video.flatten(0, 1))
         self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
-        with torch.no_grad():
-            frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
+        frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
         getattr(self, f"{stage}_temporal").update(generated, frame_features=frame_features)
 
         texts = [[qa["question"] for qa in clip] for clip in questions]
@@ -339,4 +338,4 @@ class TextToVideo(VTokModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        return {"caption": batch["caption"], "video": self.generate(batch["caption"], generator)}
+        return {"captions": batch["caption"], "generated": self.generate(batch["caption"], generator)}
