@@ -10,6 +10,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 
 from vtok_lit import __version__
+from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
 
 
 class CheckpointMismatchError(ValueError):
@@ -109,3 +111,16 @@ class VTokModule(LightningModule):
                 f"data.init_args.{key} is {data_value!r} but model.init_args.{model_key} is {model_value!r}; "
                 "set them to the same value in the config."
             )
+
+
+def checked_text_tokenizer(
+    text_tokenizer: TextTokenizer | None, language_model: LanguageModel
+) -> TextTokenizer:
+    """The text tokenizer (bytes when unset); refused if it has more ids than the LM has logits."""
+    text_tokenizer = text_tokenizer or ByteTokenizer()
+    if text_tokenizer.vocab_size > language_model.vocab_size:
+        raise ValueError(
+            f"The text tokenizer has {text_tokenizer.vocab_size} ids but the language model only "
+            f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
+        )
+    return text_tokenizer

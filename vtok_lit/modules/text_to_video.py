@@ -15,14 +15,14 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from vtok_lit.core.generation import rollout_video_tokens
 from vtok_lit.core.language_models import LanguageModel
-from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
+from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.token_heads import TokenHeadName, TokenStandardizer, build_token_head
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.core.video_generation_sequence import build_video_generation_sequences, caption_budget
 from vtok_lit.metrics import CategoryAccuracy, MotionShapesJudge, TemporalQuality, normalize_answer
-from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
 
@@ -106,12 +106,7 @@ class TextToVideo(VTokModule):
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.language_model = language_model
-        self.text_tokenizer = text_tokenizer or ByteTokenizer()
-        if self.text_tokenizer.vocab_size > language_model.vocab_size:
-            raise ValueError(
-                f"The text tokenizer has {self.text_tokenizer.vocab_size} ids but the language model only "
-                f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
-            )
+        self.text_tokenizer = checked_text_tokenizer(text_tokenizer, language_model)
         if tokenizer_checkpoint is not None:
             load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
             load_part_weights(decoder, tokenizer_checkpoint, "decoder")

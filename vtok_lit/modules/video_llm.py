@@ -13,11 +13,11 @@ from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.multimodal_sequence import LMSequences, build_lm_sequences, next_token_loss
-from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
+from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.metrics import CategoryAccuracy, normalize_answer
-from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
 
@@ -68,12 +68,7 @@ class VideoLLM(VTokModule):
         self.save_hyperparameters()
         self.tokenizer = tokenizer
         self.language_model = language_model
-        self.text_tokenizer = text_tokenizer or ByteTokenizer()
-        if self.text_tokenizer.vocab_size > language_model.vocab_size:
-            raise ValueError(
-                f"The text tokenizer has {self.text_tokenizer.vocab_size} ids but the language model only "
-                f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
-            )
+        self.text_tokenizer = checked_text_tokenizer(text_tokenizer, language_model)
         if tokenizer_checkpoint is not None:
             load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
         self.freeze_tokenizer = freeze_tokenizer
