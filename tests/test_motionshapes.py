@@ -222,3 +222,14 @@ def test_runs_started_together_share_one_generation(tmp_path: Path) -> None:
 def test_impossible_configs_are_rejected(changes: dict) -> None:
     with pytest.raises(ValueError):
         MotionShapesConfig(**changes)
+
+
+@pytest.mark.parametrize(("image_size", "num_frames"), [(256, 120), (64, 200)])
+def test_long_travels_stay_inside_the_frame(image_size: int, num_frames: int) -> None:
+    # Long clips cap the travel at the frame's free width, where the start's bounds used to cross.
+    config = MotionShapesConfig(image_size=image_size, num_frames=num_frames)
+    for index in range(300):
+        for obj in _sample_objects(_clip_rng(config, "train", index), config):
+            low = obj.largest_half_size + 1.0 - 1e-6
+            for centre in (obj.start, obj.end):
+                assert all(low <= c <= image_size - low for c in centre), (index, obj)

@@ -186,9 +186,13 @@ def _place(obj: _ShapeObject, rng: np.random.Generator, config: MotionShapesConf
     step = np.array(DIRECTIONS[obj.direction])
     speed = rng.uniform(*SPEED_RANGE_PX) * config.image_size / 64
     distance = min(speed * (config.num_frames - 1), high - low)
-    # Along the motion axis the start must leave room for the whole distance.
+    # Along the motion axis the start must leave room for the whole distance. When the distance is
+    # capped at high - low, rounding can put high - distance a hair below low: clamp the bounds.
     axis = int(np.argmax(np.abs(step)))
-    start[axis] = rng.uniform(low, high - distance) if step[axis] > 0 else rng.uniform(low + distance, high)
+    if step[axis] > 0:
+        start[axis] = rng.uniform(low, max(low, high - distance))
+    else:
+        start[axis] = rng.uniform(min(low + distance, high), high)
     end = start + step * distance
     obj.start, obj.end = (float(start[0]), float(start[1])), (float(end[0]), float(end[1]))
 
