@@ -48,15 +48,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--extra",
-        nargs="*",
+        action="append",
         default=[],
-        help="more `vtok-lit fit` arguments for every run (e.g. trainer flags)",
+        help="one more `vtok-lit fit` argument for every run, with '=': --extra=--trainer.accelerator=gpu",
+    )
+    parser.add_argument(
+        "--reuse-finished",
+        action="store_true",
+        help="skip a run whose last.ckpt is already under --runs-dir (to go on after a crash)",
     )
     return parser.parse_args(argv)
 
 
-def fit(configs: list[Path], name: str, steps: int, args: argparse.Namespace, *overrides: str) -> float:
-    """Runs ``vtok-lit fit`` in a subprocess, logging to ``<runs_dir>/<name>``; returns its wall seconds."""
+def run_dir(args: argparse.Namespace, name: str) -> Path:
+    """Where the run ``name`` writes its events, config and ``checkpoints/`` (logger version 0)."""
+    return args.runs_dir / name / "version_0"
+
+
+def fit(
+    configs: list[Path], name: str, steps: int, args: argparse.Namespace, *overrides: str
+) -> float | None:
+    """Runs ``vtok-lit fit`` in a subprocess, logging to :func:`run_dir`; returns its wall seconds.
+
+    With ``--reuse-finished`` a run that already has its ``last.ckpt`` is not run again (None).
+    """
+    if args.reuse_finished and (run_dir(args, name) / "checkpoints" / "last.ckpt").is_file():
+        print(f"reusing the finished run {run_dir(args, name)}", flush=True)
+        return None
     command = [sys.executable, "-m", "vtok_lit", "fit"]
     for config in configs:
         command += ["-c", str(config)]
@@ -128,8 +146,8 @@ def tokens_per_video(run_dir: Path) -> int | None:
     return None
 
 
-def run_all(args: argparse.Namespace) -> dict[str, float]:
-    wall: dict[str, float] = {}
+def run_all(args: argparse.Namespace) -> dict[str, float | None]:
+    wall: dict[str, float | None] = {}
     for tokenizer in [] if args.skip_understanding else args.tokenizers:
         wall[f"understanding_{tokenizer}"] = fit(
             [EXPERIMENTS / "understanding" / f"{tokenizer}.yaml"],
@@ -149,7 +167,9 @@ def run_all(args: argparse.Namespace) -> dict[str, float]:
             pretraining.append(EXPERIMENTS / "tokenizer" / f"{tokenizer}.yaml")
         name = f"pretraining_{tokenizer}"
         wall[name] = fit(pretraining, name, args.pretraining_steps, args)
-        checkpoint = args.runs_dir / name / "checkpoints" / "last.ckpt"
+        checkpoint = run_dir(args, name) / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"the tokenizer pretraining run {name} wrote no {checkpoint}")
         wall[f"generation_{tokenizer}"] = fit(
             [generation_config],
             f"generation_{tokenizer}",
@@ -160,17 +180,17 @@ def run_all(args: argparse.Namespace) -> dict[str, float]:
     return wall
 
 
-def collect(args: argparse.Namespace, wall: dict[str, float]) -> tuple[list[dict], list[dict]]:
+def collect(args: argparse.Namespace, wall: dict[str, float | None]) -> tuple[list[dict], list[dict]]:
     understanding, generation = [], []
     for tokenizer in args.tokenizers:
         for task, rows in (("understanding", understanding), ("generation", generation)):
-            run_dir = args.runs_dir / f"{task}_{tokenizer}" / "version_0"
-            if not run_dir.is_dir():
+            directory = run_dir(args, f"{task}_{tokenizer}")
+            if not directory.is_dir():
                 continue
-            scalars, step_seconds = last_scalars(run_dir)
+            scalars, step_seconds = last_scalars(directory)
             row: dict[str, Any] = {
                 "tokenizer": tokenizer,
-                "tokens": tokens_per_video(run_dir),
+                "tokens": tokens_per_video(directory),
                 "step_seconds": step_seconds,
                 "wall_seconds": wall.get(f"{task}_{tokenizer}"),
             }

@@ -187,3 +187,40 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
     assert rows["vtok"]["counting"] is None
     assert (tmp_path / "out" / "paper_table.png").stat().st_size > 0
     assert "| vtok | 31 |" in (tmp_path / "out" / "paper_table.md").read_text()
+
+
+@pytest.mark.slow
+def test_paper_table_trains_generation_on_its_own_pretraining(
+    benchmarks: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    # The real subprocess fits at two steps each, on a 16-clip corpus: the generation run must find
+    # the checkpoint the pretraining run wrote, and a rerun with --reuse-finished trains nothing.
+    paper_table = benchmarks("paper_table")
+    arguments = [
+        "--skip-understanding",
+        "--tokenizers",
+        "vtok",
+        "--pretraining-steps",
+        "2",
+        "--generation-steps",
+        "2",
+        "--limit-val-batches",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--extra=--data.init_args.corpus.num_train=16",
+        "--extra=--data.init_args.corpus.num_val=4",
+        "--extra=--data.init_args.num_workers=0",
+    ]
+    report = paper_table.main(arguments)
+    row = report["tables"]["Generation: judged alignment (%) and VBench-style figures"][0]
+    assert row["tokenizer"] == "vtok" and row["tokens"] == 31
+    assert all(row[name] is not None for name in ("overall", "temporal_flicker", "psnr_vs_real"))
+    assert report["raw"]["wall_seconds"]["generation_vtok"] > 0
+
+    rerun = paper_table.main([*arguments, "--reuse-finished"])
+    assert rerun["raw"]["wall_seconds"] == {"pretraining_vtok": None, "generation_vtok": None}
