@@ -171,6 +171,20 @@ def test_group_reductions():
     torch.testing.assert_close(tokens_of(subsample, 1, 5)[0, -2:], expected_subsample)
 
 
+def test_one_tokenizer_serves_clips_of_several_lengths():
+    # Layout and residual-group indices are built once per T and reused: a T=9 clip between two T=5
+    # clips must get its own, and each clip the tokens a fresh tokenizer gives it.
+    features = {num_frames: torch.randn(1, num_frames, CHANNELS, 4, 4) for num_frames in (5, 9)}
+    shared = make(VTokTokenizer, torch.empty(0, CHANNELS, 4, 4), temporal_stride=2)
+    for num_frames in (5, 9, 5):
+        fresh = make(VTokTokenizer, torch.empty(0, CHANNELS, 4, 4), temporal_stride=2)
+        tokens = shared.tokenize_features(features[num_frames])
+        expected = fresh.tokenize_features(features[num_frames])
+        torch.testing.assert_close(tokens.tokens, expected.tokens)
+        assert tokens.frame_index.tolist() == [0] * GRID**2 + list(range(1, num_frames, 2))
+        assert len(tokens) == shared.num_tokens(num_frames)
+
+
 def test_attention_pooling_starts_as_mean_pooling_and_learns():
     features = torch.randn(2 * 6, CHANNELS, 4, 4)
     mean = make(VTokTokenizer, features)

@@ -11,7 +11,8 @@ With ``S = grid_size ** 2`` tokens a frame, a clip of ``T`` frames costs
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal, get_args
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,22 @@ class VideoTokenizer(nn.Module, ABC):
         self.cell_projection = nn.Linear(frame_encoder.out_channels, token_dim)
         self.cell_embedding = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, token_dim))
         self.frame_embedding = FrameEmbedding(max_frames, token_dim)
+        # Index tensors that depend only on (T, device), built once: rebuilding them every step is
+        # most of the tokenizer's own cost next to a small frame encoder.
+        self._index_cache: dict[tuple[str, int, torch.device], Any] = {}
+
+    def cached_indices(
+        self, name: str, num_frames: int, device: torch.device, build: Callable[[], Any]
+    ) -> Any:
+        """``build()`` (a tensor, or a tuple of tensors and None) on ``device``, built once per
+        ``(name, T, device)``."""
+        key = (name, num_frames, torch.device(device))
+        if key not in self._index_cache:
+            built = build()
+            parts = built if isinstance(built, tuple) else (built,)
+            moved = tuple(None if part is None else part.to(device) for part in parts)
+            self._index_cache[key] = moved if isinstance(built, tuple) else moved[0]
+        return self._index_cache[key]
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Runs the frame encoder on every frame: ``(B, T, 3, H, W) -> (B, T, C, h, w)``."""
@@ -108,16 +125,16 @@ class VideoTokenizer(nn.Module, ABC):
 
     def video_tokens(self, tokens: torch.Tensor, num_frames: int) -> VideoTokens:
         """Wraps ``(B, L, D)`` tokens of ``num_frames``-frame clips (encoded or generated) in their layout."""
-        kinds, frame_index, cell_xy = self.token_layout(num_frames)
+        kinds, frame_index, cell_xy = self.cached_indices(
+            "layout", num_frames, tokens.device, lambda: self.token_layout(num_frames)
+        )
         if tokens.shape[1] != len(kinds):
             raise ValueError(
                 f"got {tokens.shape[1]} tokens, but {type(self).__name__} lays out {len(kinds)} "
                 f"for a clip of T={num_frames} frames"
             )
-        device = tokens.device
-        padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)
-        cell_xy = None if cell_xy is None else cell_xy.to(device)
-        return VideoTokens(tokens, kinds.to(device), frame_index.to(device), padding_mask, cell_xy)
+        padding_mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return VideoTokens(tokens, kinds, frame_index, padding_mask, cell_xy)
 
     def key_frame_index(self, num_frames: int) -> int:
         """The frame the others are described against; the first one where no frame is special."""
@@ -264,13 +281,20 @@ class VTokTokenizer(KeyFrameTokenizer):
         others = torch.tensor([t for t in range(num_frames) if t != key], dtype=torch.long)
         return others, torch.arange(len(others)) // self.temporal_stride
 
+    def _residual_group_indices(self, num_frames: int) -> tuple[torch.Tensor, ...]:
+        """:meth:`residual_groups`, each group's first frame and each group's size."""
+        others, group_of = self.residual_groups(num_frames)
+        group_starts = others[:: self.temporal_stride]
+        return others, group_of, group_starts, torch.bincount(group_of, minlength=len(group_starts))
+
     def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """Residual tokens of ``(B, T, C, h, w)`` features: ``(B, G, D)``, one per group of
         ``temporal_stride`` consecutive non-key frames (in time order)."""
         batch, num_frames, channels = features.shape[:3]
         key = self.key_frame_index(num_frames)
-        others, group_of = (t.to(features.device) for t in self.residual_groups(num_frames))
-        group_starts = others[:: self.temporal_stride]
+        others, group_of, group_starts, group_sizes = self.cached_indices(
+            "residual_groups", num_frames, features.device, lambda: self._residual_group_indices(num_frames)
+        )
         pooled_frames = group_starts if self.group_reduction == "subsample" else others
 
         selected = features[:, pooled_frames]
@@ -279,7 +303,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         pooled = self.pool_positions(selected)  # (B, N, C)
         if self.group_reduction == "mean":
             sums = pooled.new_zeros(batch, len(group_starts), channels).index_add(1, group_of, pooled)
-            pooled = sums / torch.bincount(group_of, minlength=len(group_starts))[:, None]
+            pooled = sums / group_sizes[:, None]
 
         positions = self.frame_embedding(num_frames)[group_starts]
         return self.residual_mlp(pooled) + positions
