@@ -25,8 +25,9 @@ from vtok_lit.core import TransformerBlock
 
 CONF = Path(__file__).parent / "conf"
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-# Metrics that every rank computes on its own shard and rank 0 logs unsynced: train and val loss.
-RANK_ZERO_METRICS = {"train/loss", "val/loss"}
+# The training loss is logged every step from each rank's own shard, unsynced (an all-reduce a step
+# for a progress figure); epoch-level figures (val loss, skipped clips, metrics) are synced.
+RANK_ZERO_METRICS = {"train/loss"}
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +89,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     for name, value in ddp.trainer.callback_metrics.items():
         assert math.isfinite(value), name
         if name not in RANK_ZERO_METRICS:
-            # PSNR and SSIM are torchmetrics Metrics: their state is summed over both ranks.
+            # PSNR and SSIM are torchmetrics Metrics, their state summed over both ranks; the val loss
+            # is the mean of the ranks' means (equal shards here).
             assert value.item() == pytest.approx(single.trainer.callback_metrics[name].item(), rel=1e-4), name
 
     # Each rank trains on every other clip of the same shuffled batch and DDP averages the gradients.

@@ -102,6 +102,7 @@ class VTokModule(LightningModule):
             on_step=False,
             on_epoch=True,
             batch_size=1,
+            sync_dist=True,  # the total over all processes
         )
 
     def check_data_matches(self, key: str, data_value: Any, model_key: str, model_value: Any) -> None:

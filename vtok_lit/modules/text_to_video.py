@@ -264,9 +264,15 @@ class TextToVideo(VTokModule):
         return losses["loss"]
 
     def _log_losses(self, losses: dict[str, torch.Tensor], stage: str, batch_size: int) -> None:
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=stage == "train", batch_size=batch_size)
+        self.log(
+            f"{stage}/loss",
+            losses["loss"],
+            prog_bar=stage == "train",
+            batch_size=batch_size,
+            sync_dist=stage != "train",
+        )
         parts = {f"{stage}/{name}": value for name, value in losses.items() if name != "loss"}
-        self.log_dict(parts, batch_size=batch_size)
+        self.log_dict(parts, batch_size=batch_size, sync_dist=stage != "train")
 
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any] | None:
         if batch is None:
@@ -283,11 +289,11 @@ class TextToVideo(VTokModule):
         if generated.is_cuda:
             torch.cuda.synchronize(generated.device)
         seconds = (time.perf_counter() - start) / batch_size
-        self.log(f"{stage}/generation_seconds_per_clip", seconds, batch_size=batch_size)
+        self.log(f"{stage}/generation_seconds_per_clip", seconds, batch_size=batch_size, sync_dist=True)
 
         psnr = getattr(self, f"{stage}_psnr")
         psnr.update(generated.flatten(0, 1), video.flatten(0, 1))
-        self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
+        self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size, sync_dist=True)
         frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
         getattr(self, f"{stage}_temporal").update(generated, frame_features=frame_features)
 

@@ -93,7 +93,7 @@ class TokenizerPretraining(VTokModule):
         video = batch["video"]
         batch_size, num_frames = video.shape[:2]
         tokens = self.tokenizer(video)
-        self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size)
+        self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size, sync_dist=True)
         reconstruction = self.decoder.decode(tokens, num_frames=num_frames).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
         repeat_key = video[:, key : key + 1].expand_as(video)

@@ -186,7 +186,7 @@ class VideoLLM(VTokModule):
         if not rows:
             return None
         prefix = self.video_prefix(batch["video"], batch.get("path"), batch.get("frame_indices"))
-        self.log(f"{stage}/loss", self._answer_loss(prefix, rows), batch_size=len(rows))
+        self.log(f"{stage}/loss", self._answer_loss(prefix, rows), batch_size=len(rows), sync_dist=True)
         predictions = self._generate(prefix, rows)
         answers = [qa["answer"] for _, qa in rows]
         categories = [qa.get("category", "") for _, qa in rows]
