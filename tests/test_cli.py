@@ -101,6 +101,18 @@ def test_validate_with_ckpt_path(tmp_path: Path) -> None:
     assert "val/ssim" in validated.trainer.callback_metrics
 
 
+def test_metrics_are_float32_under_bf16_mixed(tmp_path: Path) -> None:
+    # The repeat-key figures depend on the data only: autocast must not leak into SSIM's convolutions.
+    figures = {}
+    for precision in ("32-true", "bf16-mixed"):
+        cli = main(["validate", *run_args(tmp_path / precision, f"--trainer.precision={precision}")])
+        figures[precision] = {
+            name: cli.trainer.callback_metrics[name].item()
+            for name in ("val/ssim_repeat_key", "val/psnr_repeat_key")
+        }
+    assert figures["bf16-mixed"] == pytest.approx(figures["32-true"], rel=1e-5)
+
+
 def test_understanding_fit_logs_benchmark_accuracy(tmp_path: Path) -> None:
     cli = main(["fit", *understanding_args(tmp_path)])
     metrics = cli.trainer.logged_metrics

@@ -93,6 +93,11 @@ class VTokModule(LightningModule):
             if "cuda" in rng_states and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng_states["cuda"])
 
+    def full_precision(self) -> torch.autocast:
+        """A context that turns autocast off, so metrics (SSIM's convolutions, PSNR's sums) are
+        computed in float32 under ``bf16-mixed`` and ``16-mixed`` too; cast their inputs with ``.float()``."""
+        return torch.autocast(self.device.type, enabled=False)
+
     def log_skipped_videos(self, batch: dict[str, Any]) -> None:
         """Count the clips the data loader dropped under the ``skip`` policy, so no loss goes unseen."""
         self.log(

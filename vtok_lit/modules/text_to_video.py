@@ -291,11 +291,14 @@ class TextToVideo(VTokModule):
         seconds = (time.perf_counter() - start) / batch_size
         self.log(f"{stage}/generation_seconds_per_clip", seconds, batch_size=batch_size, sync_dist=True)
 
-        psnr = getattr(self, f"{stage}_psnr")
-        psnr.update(generated.flatten(0, 1), video.flatten(0, 1))
-        self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size, sync_dist=True)
         frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
-        getattr(self, f"{stage}_temporal").update(generated, frame_features=frame_features)
+        generated = generated.float()
+        with self.full_precision():
+            psnr = getattr(self, f"{stage}_psnr")
+            psnr.update(generated.flatten(0, 1), video.flatten(0, 1).float())
+            temporal = getattr(self, f"{stage}_temporal")
+            temporal.update(generated, frame_features=frame_features.float())
+        self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
 
         texts = [[qa["question"] for qa in clip] for clip in questions]
         judged = self.judge.answer_clips(generated, texts) if any(texts) else [[] for _ in texts]

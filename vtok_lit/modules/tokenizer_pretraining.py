@@ -100,8 +100,10 @@ class TokenizerPretraining(VTokModule):
         frames = video.flatten(0, 1)
         metrics = getattr(self, f"{stage}_metrics")
         repeat_key_metrics = getattr(self, f"{stage}_repeat_key_metrics")
-        metrics.update(reconstruction.flatten(0, 1), frames)
-        repeat_key_metrics.update(repeat_key.flatten(0, 1), frames)
+        with self.full_precision():
+            frames = frames.float()
+            metrics.update(reconstruction.flatten(0, 1).float(), frames)
+            repeat_key_metrics.update(repeat_key.flatten(0, 1).float(), frames)
         self.log_dict(metrics, batch_size=batch_size)
         self.log_dict(repeat_key_metrics, batch_size=batch_size)
 
