@@ -56,6 +56,7 @@ class TextToVideo(VTokModule):
         guidance_scale: float = 1.0,
         num_frames: int = 16,
         benchmark: str = "motionshapes",
+        judge_reconstructions: bool = True,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -86,6 +87,9 @@ class TextToVideo(VTokModule):
             num_frames: Frames of a generated clip; must match the data's num_frames (at least 3 for
                 the temporal scores).
             benchmark: Name in the alignment metric keys, ``val/<benchmark>/<category>``.
+            judge_reconstructions: Also judge the decoder's rendering of the real clip's own tokens,
+                logged as ``val/<benchmark>_reconstructed/<category>``: what a perfect LM would reach
+                with this tokenizer and decoder, the ceiling of the generated clips' alignment.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
@@ -124,6 +128,7 @@ class TextToVideo(VTokModule):
         self.guidance_scale = guidance_scale
         self.num_frames = num_frames
         self.benchmark = benchmark
+        self.judge_reconstructions = judge_reconstructions
 
         self.num_video_tokens = tokenizer.num_tokens(num_frames)
         caption_budget(self.num_video_tokens, language_model.max_seq_len)
@@ -140,6 +145,7 @@ class TextToVideo(VTokModule):
         self.judge = MotionShapesJudge()
         for stage in ("val", "test"):
             setattr(self, f"{stage}_alignment", CategoryAccuracy())
+            setattr(self, f"{stage}_reconstructed_alignment", CategoryAccuracy())
             setattr(self, f"{stage}_temporal", TemporalQuality())
             setattr(self, f"{stage}_psnr", PeakSignalNoiseRatio(data_range=1.0))
 
@@ -250,6 +256,10 @@ class TextToVideo(VTokModule):
     def generate(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
         """Clips ``(B, T, 3, H, W)`` in [0, 1] for the captions; ``generator`` fixes all sampling noise."""
         tokens = self.tokenizer.video_tokens(self.sample_tokens(captions, generator), self.num_frames)
+        return self.decode(tokens, generator)
+
+    def decode(self, tokens: VideoTokens, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The decoder's ``(B, T, 3, H, W)`` clips in [0, 1] for generated or real tokens."""
         # Only sampling decoders (flow matching) take a generator; a regression decoder has no noise.
         takes_generator = "generator" in inspect.signature(self.decoder.decode).parameters
         sampling = {"generator": generator} if takes_generator else {}
@@ -300,16 +310,16 @@ class TextToVideo(VTokModule):
             temporal.update(generated, frame_features=frame_features.float())
         self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
 
-        texts = [[qa["question"] for qa in clip] for clip in questions]
-        judged = self.judge.answer_clips(generated, texts) if any(texts) else [[] for _ in texts]
         rows = [qa for clip in questions for qa in clip]
-        predictions = [answer for clip in judged for answer in clip]
         answers = [qa["answer"] for qa in rows]
         categories = [qa.get("category", "") for qa in rows]
-        correct = [
-            normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)
-        ]
+        predictions, correct = self._judge(generated, questions)
         getattr(self, f"{stage}_alignment").update(categories, correct)
+        if self.judge_reconstructions:
+            reconstructed = self.decode(self.tokenizer(video), generator)
+            getattr(self, f"{stage}_reconstructed_alignment").update(
+                categories, self._judge(reconstructed, questions)[1]
+            )
         return {
             "captions": captions,
             "generated": generated,
@@ -319,13 +329,27 @@ class TextToVideo(VTokModule):
             "categories": categories,
         }
 
+    def _judge(self, clips: torch.Tensor, questions: list[list[dict]]) -> tuple[list[str], list[bool]]:
+        """The judge's answers to every clip's questions (flattened) and whether each is right."""
+        texts = [[qa["question"] for qa in clip] for clip in questions]
+        judged = self.judge.answer_clips(clips, texts) if any(texts) else [[] for _ in texts]
+        predictions = [answer for clip in judged for answer in clip]
+        answers = [qa["answer"] for clip in questions for qa in clip]
+        correct = [
+            normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)
+        ]
+        return predictions, correct
+
     def _log_epoch_metrics(self, stage: str) -> None:
-        alignment, temporal = getattr(self, f"{stage}_alignment"), getattr(self, f"{stage}_temporal")
-        # Clips without questions (a captions-only manifest) leave nothing to report, not a 0% score.
-        if alignment.total.sum() > 0:
-            self.log_dict({f"{stage}/{self.benchmark}/{k}": v for k, v in alignment.compute().items()})
+        temporal = getattr(self, f"{stage}_temporal")
+        for suffix in ("", "_reconstructed"):
+            alignment = getattr(self, f"{stage}{suffix}_alignment")
+            # Clips without questions (a captions-only manifest) leave nothing to report, not a 0% score.
+            if alignment.total.sum() > 0:
+                prefix = f"{stage}/{self.benchmark}{suffix}"
+                self.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
+            alignment.reset()
         self.log_dict({f"{stage}/vbench/{k}": v for k, v in temporal.compute().items()})
-        alignment.reset()
         temporal.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
