@@ -1,11 +1,11 @@
 """Frames per second the data pipeline delivers, reading with decord, PyAV and (if it loads) torchcodec.
 
-``vtok_lit.data.video_io.read_clip`` reads with decord and falls back to PyAV only for frames decord
-cannot copy out; there is no switch. So this script times each reader at three levels, on the same
-clips, interleaved round-robin, each as a ratio to decord measured in the same run:
+``vtok_lit.data.video_io.read_clip`` reads with decord (``backend="decord"``, the default of
+``VideoTextDataModule(video_backend=...)``) or PyAV (``backend="pyav"``). This script times each
+reader at three levels, on the same clips, interleaved round-robin, each as a ratio to decord
+measured in the same run:
 
-- reader: ``read_clip(path, T)`` (decord) against the PyAV path of ``video_io`` (the frame count
-  and rate from the container, then ``video_io._read_with_pyav``) and torchcodec's ``VideoDecoder``;
+- reader: ``read_clip(path, T)`` with decord, with PyAV, and torchcodec's ``VideoDecoder``;
 - dataset: ``VideoTextDataset[i]`` (read + centre crop + resize to ``--image-size``), the reader
   swapped in for ``read_clip``;
 - loader: the train loader of ``VideoTextDataModule`` with ``num_workers`` 0, 1, 2 (the swap is
@@ -59,15 +59,7 @@ def decord_read_clip(path: str, num_frames: int) -> tuple[torch.Tensor, torch.Te
 
 
 def pyav_read_clip(path: str, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``read_clip`` through video_io's PyAV path: uniform sampling, ``(T, H, W, 3)`` uint8."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        available, fps = stream.frames, float(stream.average_rate)
-    indices = video_io.sample_frame_indices(available, num_frames, source_fps=fps, path=path)
-    frames = video_io._read_with_pyav(path, indices.tolist(), RuntimeError("read with PyAV on purpose"))
-    return torch.from_numpy(frames), indices
+    return video_io.read_clip(path, num_frames, backend="pyav")
 
 
 def torchcodec_read_clip(path: str, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

