@@ -146,6 +146,16 @@ def tokens_per_video(run_dir: Path) -> int | None:
     return None
 
 
+def trained_steps(run_dir: Path) -> int | None:
+    """The run's ``trainer.max_steps`` from its saved config (the table's step budget)."""
+    import yaml
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return None
+    return yaml.safe_load(config_file.read_text(encoding="utf-8")).get("trainer", {}).get("max_steps")
+
+
 def run_all(args: argparse.Namespace) -> dict[str, float | None]:
     wall: dict[str, float | None] = {}
     for tokenizer in [] if args.skip_understanding else args.tokenizers:
@@ -191,6 +201,7 @@ def collect(args: argparse.Namespace, wall: dict[str, float | None]) -> tuple[li
             row: dict[str, Any] = {
                 "tokenizer": tokenizer,
                 "tokens": tokens_per_video(directory),
+                "steps": trained_steps(directory),
                 "step_seconds": step_seconds,
                 "wall_seconds": wall.get(f"{task}_{tokenizer}"),
             }
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not understanding and not generation:
         raise SystemExit(f"no runs under {args.runs_dir}: run without --collect first")
     percent = ".1f"
-    base = [Column("tokenizer", "tokenizer"), Column("tokens / video", "tokens")]
+    base = [Column("tokenizer", "tokenizer"), Column("tokens / video", "tokens"), Column("steps", "steps")]
     accuracy = [Column(name, name, percent) for name in (*CATEGORIES, "overall")]
     cost = [Column("s / step", "step_seconds", ".3f")]
     tables = [
@@ -260,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             + [
                 Column("PSNR vs real", "psnr_vs_real", ".2f"),
                 Column("s / clip", "generation_seconds_per_clip", ".3f"),
-            ],
+            ]
+            + cost,
             generation,
         ),
     ]

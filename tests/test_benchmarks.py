@@ -161,6 +161,7 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
         config = {
             "model": {"init_args": {"tokenizer": {"class_path": f"vtok_lit.core.{class_name}"}}},
             "data": {"init_args": {"num_frames": 16}},
+            "trainer": {"max_steps": 4},
         }
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         writer = SummaryWriter(str(run_dir))
@@ -183,10 +184,11 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
     )
     rows = {row["tokenizer"]: row for row in report["tables"]["Understanding: held-out accuracy (%)"]}
     assert rows["vtok"]["tokens"] == 31 and rows["naive"]["tokens"] == 256
+    assert rows["vtok"]["steps"] == rows["naive"]["steps"] == 4
     assert rows["vtok"]["overall"] == pytest.approx(50.0) and rows["naive"]["overall"] == pytest.approx(25.0)
     assert rows["vtok"]["counting"] is None
     assert (tmp_path / "out" / "paper_table.png").stat().st_size > 0
-    assert "| vtok | 31 |" in (tmp_path / "out" / "paper_table.md").read_text()
+    assert "| vtok | 31 | 4 |" in (tmp_path / "out" / "paper_table.md").read_text()
 
 
 @pytest.mark.slow
