@@ -1,7 +1,7 @@
 """The VTok core: plain ``nn.Module``s shared by every LightningModule (no Lightning here)."""
 
 from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
-from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder
+from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder, ViTFrameEncoder
 from vtok_lit.core.hf_language_model import HFCausalLM
 from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
@@ -36,6 +36,7 @@ __all__ = [
     "RegressionVideoDecoder",
     "TokenKind",
     "VTokTokenizer",
+    "ViTFrameEncoder",
     "VideoDecoder",
     "VideoTokenizer",
     "VideoTokens",

@@ -74,9 +74,12 @@ class ConvFrameEncoder(FrameEncoder):
             channels: Width of the stem and the blocks, and so the number of output channels.
             patch_size: Side of the square patch one feature-map position sees (the stem's stride).
             num_blocks: Residual blocks (GELU, 3x3 conv) after the stem.
-            coordinate_channels: Append x/y coordinate planes in [-1, 1] to the input. They make
-                pooled features position-aware, so a globally pooled residual can tell which way
-                something moved.
+            coordinate_channels: Append x/y coordinate planes in [-1, 1] to the input, so that the
+                features of one frame can say where things are. They are the same planes in every
+                frame, so they cancel in a residual ``F(x_t) - F(x_key)``, and the encoder stays
+                translation-equivariant: a globally averaged residual of an object that moves is
+                (nearly) zero. A VTok tokenizer that must see motion pools the residual with position
+                weights (``residual_pooling: moments``), or uses :class:`ViTFrameEncoder`.
         """
         super().__init__()
         self.channels = channels
@@ -110,4 +113,62 @@ class ConvFrameEncoder(FrameEncoder):
         return (
             f"conv/channels={self.channels}/patch={self.patch_size}/blocks={self.num_blocks}"
             f"/coords={int(self.coordinate_channels)}"
+        )
+
+
+class ViTFrameEncoder(FrameEncoder):
+    """A small ViT for CPU runs: patch embedding, LEARNED absolute position embeddings, pre-norm
+    transformer layers; the patch tokens come back as a feature map.
+
+    The CPU analogue of a CLIP ViT (:class:`OpenCLIPFrameEncoder`): because every position adds its
+    own embedding before the nonlinear layers, the features of an object depend on where it is, and
+    a globally pooled residual changes when it moves.
+    """
+
+    def __init__(
+        self, channels: int = 64, patch_size: int = 8, image_size: int = 64, depth: int = 2, num_heads: int = 4
+    ) -> None:
+        """
+        Args:
+            channels: Width of the patch tokens, and so the number of output channels.
+            patch_size: Side of the square patch one token sees.
+            image_size: Side of the square input frames (the position embeddings cover this size).
+            depth: Transformer layers.
+            num_heads: Attention heads per layer.
+        """
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
+        if channels % num_heads:
+            raise ValueError(f"channels={channels} is not divisible by num_heads={num_heads}")
+        self.channels = channels
+        self.patch_size = patch_size
+        self.image_size = image_size
+        self.depth = depth
+        self.num_heads = num_heads
+        self.out_channels = channels
+        self.grid = image_size // patch_size
+        self.patch_embedding = nn.Conv2d(3, channels, kernel_size=patch_size, stride=patch_size)
+        self.position_embedding = nn.Parameter(0.02 * torch.randn(1, self.grid**2, channels))
+        layer = nn.TransformerEncoderLayer(
+            channels, num_heads, 4 * channels, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"frames of size {tuple(frames.shape[-2:])} do not match image_size={self.image_size} "
+                "of the ViTFrameEncoder"
+            )
+        tokens = self.patch_embedding(frames * 2 - 1).flatten(2).transpose(1, 2) + self.position_embedding
+        tokens = self.norm(self.layers(tokens))  # (N, grid * grid, C)
+        return tokens.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+
+    @property
+    def config_identity(self) -> str:
+        return (
+            f"vit/channels={self.channels}/patch={self.patch_size}/image={self.image_size}"
+            f"/depth={self.depth}/heads={self.num_heads}"
         )

@@ -24,7 +24,7 @@ from vtok_lit.core.tokens import TokenKind, VideoTokens
 
 KeyFrameName = Literal["first", "middle"]
 KeyFrame = int | KeyFrameName
-ResidualPooling = Literal["mean", "attention"]
+ResidualPooling = Literal["mean", "attention", "moments"]
 GroupReduction = Literal["mean", "subsample"]
 ResidualFeatures = Literal["residual", "absolute"]
 
@@ -43,6 +43,20 @@ def _check_choice(name: str, value: str, choices: object) -> None:
     """Raises a ValueError naming the options when ``value`` is not one of the ``Literal`` ``choices``."""
     if value not in get_args(choices):
         raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
+
+
+def position_bases(height: int, width: int, fourier_frequencies: int = 0) -> torch.Tensor:
+    """``(K, h, w)`` weights over the positions of an ``h x w`` map: ``1, x, y`` then, for each frequency
+    ``f = 1 .. fourier_frequencies``, ``cos(pi f x), sin(pi f x), cos(pi f y), sin(pi f y)``; x and y
+    are the position centres in [-1, 1]. ``K = 3 + 4 * fourier_frequencies``."""
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    bases = [torch.ones_like(x), x, y]
+    for frequency in range(1, fourier_frequencies + 1):
+        for coordinate in (x, y):
+            bases += [torch.cos(torch.pi * frequency * coordinate), torch.sin(torch.pi * frequency * coordinate)]
+    return torch.stack(bases)
 
 
 def grid_cell_centres(grid_size: int, num_frames: int = 1) -> torch.Tensor:
@@ -232,6 +246,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         group_reduction: GroupReduction = "mean",
         residual_features: ResidualFeatures = "residual",
         residual_hidden_dim: int = 256,
+        fourier_frequencies: int = 0,
         **kwargs,
     ) -> None:
         """
@@ -239,12 +254,18 @@ class VTokTokenizer(KeyFrameTokenizer):
             frame_encoder: The per-frame feature extractor ``F``.
             temporal_stride: How many consecutive non-key frames share one residual token.
             residual_pooling: How the ``h * w`` positions of a residual become one vector: "mean"
-                (global average) or "attention" (one learned query).
+                (global average), "attention" (one learned query) or "moments" (the averages of the
+                residual weighted by ``1, x, y`` and optional Fourier bases of the position, so the
+                vector keeps WHERE things changed: a translation-equivariant encoder's features of an
+                object that moves have the same global mean before and after the move, and a mean
+                residual of zero).
             group_reduction: How a group of ``temporal_stride`` frames becomes one token: "mean" of
                 their pooled residuals, or "subsample" (the group's first frame alone).
             residual_features: "residual" pools ``F(x_t) - F(x_key)``; "absolute" pools ``F(x_t)``
                 (the ablation without the key-frame subtraction).
             residual_hidden_dim: Hidden width of the MLP ``g_phi``.
+            fourier_frequencies: With "moments" pooling, also weight the residual by
+                ``cos/sin(pi f x)`` and ``cos/sin(pi f y)`` for ``f = 1 .. fourier_frequencies``.
             **kwargs: The :class:`KeyFrameTokenizer` option (key_frame) and the
                 :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames).
         """
@@ -257,9 +278,19 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.temporal_stride = temporal_stride
         self.group_reduction = group_reduction
         self.residual_features = residual_features
+        if fourier_frequencies < 0:
+            raise ValueError(f"fourier_frequencies must not be negative, got {fourier_frequencies}")
+        if fourier_frequencies and residual_pooling != "moments":
+            raise ValueError(
+                f"fourier_frequencies={fourier_frequencies} needs residual_pooling='moments', "
+                f"got {residual_pooling!r}"
+            )
+        self.residual_pooling = residual_pooling
+        self.fourier_frequencies = fourier_frequencies
         channels = frame_encoder.out_channels
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
-        self.residual_mlp = MLP(channels, residual_hidden_dim, self.token_dim)  # g_phi
+        num_bases = 3 + 4 * fourier_frequencies if residual_pooling == "moments" else 1
+        self.residual_mlp = MLP(channels * num_bases, residual_hidden_dim, self.token_dim)  # g_phi
 
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
         tokens = torch.cat([self.spatial_tokens(features), self.residual_tokens(features)], dim=1)
@@ -267,7 +298,7 @@ class VTokTokenizer(KeyFrameTokenizer):
 
     def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         kinds, frame_index, cell_xy = super().token_layout(num_frames)
-        group_starts = self.residual_groups(num_frames)[0][:: self.temporal_stride]
+        group_starts = self._residual_group_indices(num_frames)[2]
         return (
             torch.cat([kinds, torch.full_like(group_starts, TokenKind.RESIDUAL)]),
             torch.cat([frame_index, group_starts]),
@@ -276,21 +307,30 @@ class VTokTokenizer(KeyFrameTokenizer):
         )
 
     def residual_groups(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``(T - 1,)`` non-key frames in time order and the residual token (group) of each."""
+        """The ``(T - 1,)`` non-key frames in time order and the residual token (group) of each.
+
+        Frames before and after the key frame are grouped separately, so no group averages the
+        displacements on both sides of the key frame (which have opposite signs).
+        """
         key = self.key_frame_index(num_frames)
+        before = torch.arange(key) // self.temporal_stride
+        after = torch.arange(num_frames - key - 1) // self.temporal_stride
+        after = after + (len(before) and int(before[-1]) + 1)
         others = torch.tensor([t for t in range(num_frames) if t != key], dtype=torch.long)
-        return others, torch.arange(len(others)) // self.temporal_stride
+        return others, torch.cat([before, after])
 
     def _residual_group_indices(self, num_frames: int) -> tuple[torch.Tensor, ...]:
         """:meth:`residual_groups`, each group's first frame and each group's size."""
         others, group_of = self.residual_groups(num_frames)
-        group_starts = others[:: self.temporal_stride]
+        first_of_group = torch.ones_like(group_of, dtype=torch.bool)
+        first_of_group[1:] = group_of[1:] != group_of[:-1]
+        group_starts = others[first_of_group]
         return others, group_of, group_starts, torch.bincount(group_of, minlength=len(group_starts))
 
     def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """Residual tokens of ``(B, T, C, h, w)`` features: ``(B, G, D)``, one per group of
         ``temporal_stride`` consecutive non-key frames (in time order)."""
-        batch, num_frames, channels = features.shape[:3]
+        batch, num_frames = features.shape[:2]
         key = self.key_frame_index(num_frames)
         others, group_of, group_starts, group_sizes = self.cached_indices(
             "residual_groups", num_frames, features.device, lambda: self._residual_group_indices(num_frames)
@@ -300,20 +340,33 @@ class VTokTokenizer(KeyFrameTokenizer):
         selected = features[:, pooled_frames]
         if self.residual_features == "residual":
             selected = selected - features[:, key : key + 1]
-        pooled = self.pool_positions(selected)  # (B, N, C)
+        pooled = self.pool_positions(selected)  # (B, N, C * K)
         if self.group_reduction == "mean":
-            sums = pooled.new_zeros(batch, len(group_starts), channels).index_add(1, group_of, pooled)
+            sums = pooled.new_zeros(batch, len(group_starts), pooled.shape[-1]).index_add(1, group_of, pooled)
             pooled = sums / group_sizes[:, None]
 
         positions = self.frame_embedding(num_frames)[group_starts]
         return self.residual_mlp(pooled) + positions
 
     def pool_positions(self, features: torch.Tensor) -> torch.Tensor:
-        """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C)``."""
+        """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C * K)``, K = 1 but for
+        "moments" pooling (one block of C channels per position basis)."""
+        if self.residual_pooling == "moments":
+            height, width = features.shape[-2:]
+            bases = self.cached_indices(
+                f"bases/{height}x{width}",
+                0,
+                features.device,
+                lambda: position_bases(height, width, self.fourier_frequencies),
+            ).to(features.dtype)
+            moments = torch.einsum("bnchw,khw->bnkc", features, bases) / (height * width)
+            return moments.flatten(2)
         if self.attention_pooling is None:
             return features.mean(dim=(-2, -1))
         positions = features.flatten(3).transpose(2, 3)  # (B, N, h * w, C)
         return self.attention_pooling(positions.flatten(0, 1)).unflatten(0, features.shape[:2])
 
     def num_tokens(self, num_frames: int) -> int:
-        return self.tokens_per_frame + -(-(num_frames - 1) // self.temporal_stride)
+        key = self.key_frame_index(num_frames)
+        stride = self.temporal_stride
+        return self.tokens_per_frame + -(-key // stride) + -(-(num_frames - key - 1) // stride)
