@@ -197,7 +197,9 @@ def test_locality_bias_favours_near_cells_and_the_query_frame() -> None:
     decoder = RegressionVideoDecoder(token_dim=16, image_size=32, patch_size=8, width=16, depth=1)
     tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
     tokens = tokenizer(torch.rand(1, 4, 3, 32, 32))
-    bias = decoder.locality_bias(tokens, torch.arange(4)).unflatten(0, (4, 16))  # (T, P, 1 + L)
+    bias = decoder.locality_bias(tokens, torch.arange(4))  # (1, depth, heads, T * P, 1 + L)
+    assert bias.shape == (1, 1, 4, 4 * 16, 1 + 4 + 3)
+    bias = bias[0, 0, 0].unflatten(0, (4, 16))  # (T, P, 1 + L)
     top_left_patch, top_left_cell, bottom_right_cell = 0, 1, 4
     assert bias[0, top_left_patch, top_left_cell] > bias[0, top_left_patch, bottom_right_cell]
     # Residual tokens (frames 1, 2, 3) are favoured by their own frame's queries, whatever the patch.

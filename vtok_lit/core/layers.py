@@ -88,7 +88,8 @@ class Attention(nn.Module):
             x: ``(N, Lq, W)`` queries.
             context: ``(N, Lk, W)`` keys and values.
             visible: Optional ``(N, Lk)`` bool, False for context positions nobody may attend to.
-            bias: Optional ``(Lq, Lk)`` float added to the attention logits.
+            bias: Optional float added to the attention logits: ``(Lq, Lk)``, or a shape that
+                broadcasts to ``(N, heads, Lq, Lk)``.
         """
         query = self._split_heads(self.query(x))
         key, value = (self._split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))
@@ -109,8 +110,20 @@ class FrameQueryBlock(nn.Module):
     self-attention costs ``T * P^2`` rather than ``(T * P)^2`` while every query still sees every token.
     """
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: int = 4) -> None:
+    def __init__(self, width: int, num_heads: int, mlp_ratio: int = 4, conditioned: bool = False) -> None:
+        """
+        Args:
+            width: Width of the queries and the context.
+            num_heads: Attention heads.
+            mlp_ratio: Hidden width of the MLP over ``width``.
+            conditioned: Modulate the three pre-norms of each frame's queries by a per-frame condition
+                vector (adaLN, as DiT conditions on its time step). The modulation starts at zero.
+        """
         super().__init__()
+        self.modulation = nn.Linear(width, 6 * width) if conditioned else None
+        if self.modulation is not None:
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
         self.self_norm = nn.LayerNorm(width)
         self.self_attention = Attention(width, num_heads)
         self.cross_norm = nn.LayerNorm(width)
@@ -124,17 +137,28 @@ class FrameQueryBlock(nn.Module):
         context: torch.Tensor,
         visible: torch.Tensor,
         context_bias: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Updates ``(B, T, P, W)`` queries from a ``(B, L, W)`` context.
 
-        ``visible`` is ``(B, L)`` bool; ``context_bias`` an optional ``(T * P, L)`` logit bias of the
-        cross-attention.
+        ``visible`` is ``(B, L)`` bool; ``context_bias`` an optional cross-attention logit bias,
+        ``(T * P, L)`` or any shape that broadcasts to ``(B, heads, T * P, L)``; ``condition`` an
+        optional ``(B, T, W)`` vector per frame (for a block built with ``conditioned=True``).
         """
         batch, frames, positions, width = queries.shape
-        x = queries.reshape(batch * frames, positions, width)
-        normed = self.self_norm(x)
-        x = x + self.self_attention(normed, normed)
-        x = x.reshape(batch, frames * positions, width)
-        x = x + self.cross_attention(self.cross_norm(x), context, visible, context_bias)
-        x = x + self.mlp(self.mlp_norm(x))
-        return x.reshape(batch, frames, positions, width)
+        shifts = [0.0] * 3
+        scales = [1.0] * 3
+        if self.modulation is not None and condition is not None:
+            modulation = self.modulation(condition)[:, :, None].chunk(6, dim=-1)  # 6 x (B, T, 1, W)
+            shifts, scales = modulation[:3], [1 + scale for scale in modulation[3:]]
+
+        def normed(norm: nn.LayerNorm, x: torch.Tensor, i: int) -> torch.Tensor:
+            return norm(x) * scales[i] + shifts[i]
+
+        x = queries
+        attended = normed(self.self_norm, x, 0).flatten(0, 1)
+        x = x + self.self_attention(attended, attended).view_as(x)
+        cross = normed(self.cross_norm, x, 1).reshape(batch, frames * positions, width)
+        x = x + self.cross_attention(cross, context, visible, context_bias).view_as(x)
+        x = x + self.mlp(normed(self.mlp_norm, x, 2))
+        return x

@@ -38,6 +38,16 @@ class VideoTokens:
     def __len__(self) -> int:
         return self.tokens.shape[1]
 
+    def with_tokens(self, tokens: torch.Tensor) -> VideoTokens:
+        """The same layout and padding around other ``(B, L, D)`` token vectors."""
+        return VideoTokens(tokens, self.kinds, self.frame_index, self.padding_mask, self.cell_xy)
+
+    def with_residuals_from_other_clips(self) -> VideoTokens:
+        """Each clip's residual tokens replaced by the next clip's in the batch (the last takes the
+        first's): the ablation that shows whether a reader uses what the residual tokens say."""
+        residual = (self.kinds == TokenKind.RESIDUAL).to(self.tokens.device)[None, :, None]
+        return self.with_tokens(torch.where(residual, self.tokens.roll(1, dims=0), self.tokens))
+
     def detach(self) -> VideoTokens:
         return VideoTokens(
             self.tokens.detach(), self.kinds, self.frame_index, self.padding_mask, self.cell_xy

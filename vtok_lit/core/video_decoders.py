@@ -3,6 +3,11 @@
 Both decoders share one backbone. Queries are frame-factorised: each output frame has one query per
 ``patch_size`` patch (learned patch-position + frame-index embeddings); queries attend within their
 frame, then to EVERY token of the sequence, and a linear layer turns each query into its patch.
+
+Frame t of a VTok clip is described by the key frame's spatial tokens and by ONE residual token, so
+the decoder gives that token direct paths to frame t: it conditions the frame's queries on it
+(``frame_conditioning``) and moves the key frame's content by a motion field read from it
+(``motion_field``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,44 @@ from torch import nn
 
 from vtok_lit.core.layers import MLP, FrameEmbedding, FrameQueryBlock, timestep_embedding
 from vtok_lit.core.tokens import TokenKind, VideoTokens
+
+# A pixel "changed since the key frame" when a channel moved by more than this (intensities in
+# [0, 1]): above the corpus's background noise (std 0.03 a frame) and codec error, below the
+# smallest change of a fading object.
+CHANGE_THRESHOLD = 0.15
+
+
+def changed_pixels(video: torch.Tensor, key_frame: int) -> torch.Tensor:
+    """``(B, T, 1, H, W)`` bool: where a pixel of ``(B, T, 3, H, W)`` clips in [0, 1] differs from
+    the key frame's."""
+    difference = (video - video[:, key_frame : key_frame + 1]).abs().amax(dim=2, keepdim=True)
+    return difference > CHANGE_THRESHOLD
+
+
+def key_frame_of(tokens: VideoTokens) -> int:
+    """The key frame of a sequence: the frame of its spatial tokens, or frame 0 when it has none."""
+    spatial = tokens.kinds == TokenKind.SPATIAL
+    return int(tokens.frame_index[spatial][0]) if spatial.any() else 0
+
+
+def residual_of_frames(tokens: VideoTokens, frames: torch.Tensor) -> torch.Tensor:
+    """``(T',)`` long: the position in the sequence of the residual token that describes each of
+    ``frames``, or -1 (the key frame, or a sequence without residual tokens).
+
+    A residual token stands for its group of frames, from its own frame index to the next token's,
+    on its side of the key frame.
+    """
+    is_residual = tokens.kinds == TokenKind.RESIDUAL
+    positions = is_residual.nonzero().squeeze(1).to(frames.device)
+    if len(positions) == 0:
+        return torch.full_like(frames, -1)
+    spatial = tokens.kinds == TokenKind.SPATIAL
+    key = int(tokens.frame_index[spatial][0]) if spatial.any() else -1
+    starts = tokens.frame_index.to(frames.device)[positions][None]  # (1, R)
+    frame = frames[:, None]
+    candidate = (starts <= frame) & ((starts > key) == (frame > key)) & (frame != key)
+    best = torch.where(candidate, starts, -1).argmax(dim=1)
+    return torch.where(candidate.any(dim=1), positions[best], -1)
 
 
 class VideoDecoder(nn.Module, ABC):
@@ -32,6 +75,9 @@ class VideoDecoder(nn.Module, ABC):
         num_heads: int = 4,
         frames_per_clip: int | None = None,
         locality: float = 1.0,
+        frame_conditioning: bool = False,
+        motion_field: bool = False,
+        changed_pixel_weight: float = 0.0,
     ) -> None:
         """
         Args:
@@ -49,12 +95,25 @@ class VideoDecoder(nn.Module, ABC):
                 to the tokens of grid cells ``d`` patches from its patch, and ``-locality * dt**2`` to the
                 tokens of a single frame (residual and naive frame tokens) ``dt`` frames from its frame.
                 Without it a query must first learn which tokens hold its part of the clip, and
-                training sits at the mean frame for a long time. 0 disables it.
+                training sits at the mean frame for a long time. Each head of each block learns
+                its own strength, so some can look far (where an object came from). 0 disables it.
+            frame_conditioning: Modulate the queries of frame t (adaLN in every block) by the residual
+                token that describes frame t, so that token reaches its frame directly rather than
+                only through cross-attention, competing with every other token.
+            motion_field: Move each key-frame spatial token, for frame t, by a displacement an MLP
+                reads from that token and frame t's residual token: the locality bias then favours
+                the queries where the cell's content has moved to, not where it was.
+            changed_pixel_weight: Weight ``1 + changed_pixel_weight`` in the loss on pixels that
+                changed since the key frame (the moving objects, a few percent of the pixels), 1
+                elsewhere; 0 is the plain mean.
         """
         super().__init__()
         if frames_per_clip is not None and frames_per_clip < 1:
             raise ValueError(f"frames_per_clip must be at least 1 (or None), got {frames_per_clip}")
+        if changed_pixel_weight < 0:
+            raise ValueError(f"changed_pixel_weight must not be negative, got {changed_pixel_weight}")
         self.frames_per_clip = frames_per_clip
+        self.changed_pixel_weight = changed_pixel_weight
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         self.image_size = image_size
@@ -69,10 +128,25 @@ class VideoDecoder(nn.Module, ABC):
         self.token_projection = nn.Sequential(nn.Linear(token_dim, width), nn.LayerNorm(width))
         # Always visible, so attention stays defined when every token is masked (dropped condition).
         self.null_token = nn.Parameter(0.02 * torch.randn(1, 1, width))
-        self.blocks = nn.ModuleList(FrameQueryBlock(width, num_heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            FrameQueryBlock(width, num_heads, conditioned=frame_conditioning) for _ in range(depth)
+        )
+        # The condition of a frame no residual token describes (the key frame).
+        self.key_frame_condition = nn.Parameter(torch.zeros(width)) if frame_conditioning else None
+        self.condition_mlp = MLP(width, width, width) if frame_conditioning else None
+        if motion_field:
+            self.motion_from_cell = nn.Linear(width, width)
+            self.motion_from_frame = nn.Linear(width, width, bias=False)
+            self.motion_out = nn.Linear(width, 2)
+            nn.init.zeros_(self.motion_out.weight)  # no motion at first: the plain locality bias
+            nn.init.zeros_(self.motion_out.bias)
+        else:
+            self.motion_out = None
         if locality < 0:
             raise ValueError(f"locality must not be negative, got {locality}")
-        self.log_locality = nn.Parameter(torch.tensor(math.log(locality))) if locality > 0 else None
+        self.log_locality = (
+            nn.Parameter(torch.full((depth, num_heads), math.log(locality))) if locality > 0 else None
+        )
         centres = (torch.arange(self.patches_per_side, dtype=torch.float32) + 0.5) / self.patches_per_side
         ys, xs = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("patch_xy", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
@@ -88,8 +162,11 @@ class VideoDecoder(nn.Module, ABC):
         """The scalar training loss of reconstructing ``(B, T, 3, H, W)`` clips in [0, 1]."""
 
     @abstractmethod
-    def decode(self, tokens: VideoTokens, num_frames: int) -> torch.Tensor:
-        """Reconstructs ``(B, num_frames, 3, H, W)`` clips in [0, 1]."""
+    def decode(
+        self, tokens: VideoTokens, num_frames: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Reconstructs ``(B, num_frames, 3, H, W)`` clips in [0, 1]; a sampling decoder draws its
+        noise from ``generator`` (on the tokens' device) when one is given."""
 
     def query_positions(self, num_frames: int, frames: torch.Tensor | None = None) -> torch.Tensor:
         """``(T', P, width)`` position embeddings of the queries of ``frames`` (default: all T), P a frame."""
@@ -97,6 +174,24 @@ class VideoDecoder(nn.Module, ABC):
         if frames is not None:
             frame_embeddings = frame_embeddings[frames]
         return frame_embeddings[:, None] + self.patch_position_embedding[None]
+
+    def pixel_mse(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        tokens: VideoTokens,
+        video: torch.Tensor,
+        frames: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The mean squared error of ``(B, T', 3, H, W)`` predictions of ``frames`` (None: all) of
+        ``video``, weighted up on the pixels that changed since the key frame (``changed_pixel_weight``)."""
+        squared_error = (prediction - target).pow(2)
+        if not self.changed_pixel_weight:
+            return squared_error.mean()
+        changed = changed_pixels(video, key_frame_of(tokens))
+        if frames is not None:
+            changed = changed[:, frames]
+        return (squared_error * (1 + self.changed_pixel_weight * changed)).mean()
 
     def loss_frames(self, num_frames: int, device: torch.device) -> torch.Tensor | None:
         """The sorted frame indices a training loss is taken on, or None for all frames."""
@@ -120,41 +215,87 @@ class VideoDecoder(nn.Module, ABC):
             frames: ``(T',)`` the clip frames the queries decode; default ``0 .. T' - 1``.
         """
         batch, num_query_frames = queries.shape[:2]
-        context = torch.cat([self.null_token.expand(batch, -1, -1), self.token_projection(tokens.tokens)], 1)
+        projected = self.token_projection(tokens.tokens)
+        context = torch.cat([self.null_token.expand(batch, -1, -1), projected], 1)
         visible = ~tokens.padding_mask
         if drop_condition is not None:
             visible = visible & ~drop_condition[:, None]
         visible = torch.cat([visible.new_ones(batch, 1), visible], dim=1)
         if frames is None:
             frames = torch.arange(num_query_frames, device=queries.device)
-        bias = self.locality_bias(tokens, frames)
+        residual_index = residual_of_frames(tokens, frames)
+        frame_residuals = self.frame_residual_tokens(projected, residual_index)
+        condition = self.frame_condition(frame_residuals, residual_index, drop_condition)
+        bias = self.locality_bias(tokens, frames, projected, frame_residuals, residual_index)
         x = queries
-        for block in self.blocks:
-            x = block(x, context, visible, bias)
+        for depth, block in enumerate(self.blocks):
+            x = block(x, context, visible, None if bias is None else bias[:, depth], condition)
         return self.unpatchify(self.to_patches(self.out_norm(x)))
 
-    def locality_bias(self, tokens: VideoTokens, frames: torch.Tensor) -> torch.Tensor | None:
-        """``(T' * P, 1 + L)`` attention bias from each query to the null token and every token.
+    @staticmethod
+    def frame_residual_tokens(projected: torch.Tensor, residual_index: torch.Tensor) -> torch.Tensor:
+        """``(B, T', W)``: each frame's projected residual token (zeros where it has none)."""
+        gathered = projected[:, residual_index.clamp(min=0)]
+        return gathered * (residual_index >= 0)[None, :, None]
 
-        A token of a grid cell is favoured by the queries of nearby patches; a token of one frame
+    def frame_condition(
+        self,
+        frame_residuals: torch.Tensor,
+        residual_index: torch.Tensor,
+        drop_condition: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """``(B, T', W)`` adaLN condition of each frame's queries, or None without frame conditioning."""
+        if self.condition_mlp is None:
+            return None
+        has_residual = (residual_index >= 0)[None, :, None]
+        if drop_condition is not None:
+            has_residual = has_residual & ~drop_condition[:, None, None]
+        return torch.where(has_residual, self.condition_mlp(frame_residuals), self.key_frame_condition)
+
+    def displacements(
+        self, tokens: VideoTokens, projected: torch.Tensor, frame_residuals: torch.Tensor, residual_index: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, T', L, 2)``: where each key-frame spatial token's content has moved by each frame, in
+        units of the frame side; zero for other tokens and for frames without a residual token."""
+        hidden = self.motion_from_cell(projected)[:, None] + self.motion_from_frame(frame_residuals)[:, :, None]
+        moved = (tokens.kinds == TokenKind.SPATIAL).to(projected.device)[None, None, :, None]
+        has_residual = (residual_index >= 0)[None, :, None, None]
+        return self.motion_out(F.gelu(hidden)) * (moved & has_residual)
+
+    def locality_bias(
+        self,
+        tokens: VideoTokens,
+        frames: torch.Tensor,
+        projected: torch.Tensor | None = None,
+        frame_residuals: torch.Tensor | None = None,
+        residual_index: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """``(B or 1, depth, heads, T' * P, 1 + L)`` attention bias from each query to the null token
+        and every token, or None without locality.
+
+        A token of a grid cell is favoured by the queries of nearby patches (with a motion field: of
+        the patches near where its content has moved to by the query's frame); a token of one frame
         (residual or naive frame tokens) by the queries of nearby frames. Key-frame spatial tokens
-        describe the whole clip, so time does not weigh on them.
+        describe the whole clip, so time does not weigh on them. The motion field needs the
+        projected tokens and the frames' residual tokens (from :meth:`predict`).
         """
         if self.log_locality is None:
             return None
-        strength = self.log_locality.exp()
-        num_patches = len(self.patch_xy)
-        bias = torch.zeros(len(frames), num_patches, len(tokens.kinds), device=self.patch_xy.device)
+        distance = torch.zeros(1, len(frames), len(self.patch_xy), len(tokens.kinds), device=self.patch_xy.device)
         if tokens.cell_xy is not None:
             cell_xy = tokens.cell_xy.to(self.patch_xy)
             has_cell = ~cell_xy.isnan().any(-1)  # NaN must not reach the product: its gradient would be NaN
-            offsets = (self.patch_xy[:, None] - cell_xy.nan_to_num(0.0)[None]) * self.patches_per_side
-            bias = bias - strength * offsets.pow(2).sum(-1) * has_cell
+            centres = cell_xy.nan_to_num(0.0)[None, None]  # (1, 1, L, 2)
+            if self.motion_out is not None and projected is not None and (residual_index >= 0).any():
+                centres = centres + self.displacements(tokens, projected, frame_residuals, residual_index)
+            offsets = (self.patch_xy[None, None, :, None] - centres[:, :, None]) * self.patches_per_side
+            distance = distance + offsets.pow(2).sum(-1) * has_cell  # (B or 1, T', P, L)
         per_frame = tokens.kinds != TokenKind.SPATIAL
         frame_gap = (frames[:, None] - tokens.frame_index[None]).float()  # (T', L)
-        bias = bias - (strength * frame_gap.pow(2) * per_frame)[:, None]
-        bias = bias.flatten(0, 1)
-        return torch.cat([bias.new_zeros(len(bias), 1), bias], dim=1)
+        distance = (distance + (frame_gap.pow(2) * per_frame)[None, :, None]).flatten(1, 2)  # (B or 1, Q, L)
+        strength = self.log_locality.exp()  # (depth, heads)
+        bias = -strength[None, :, :, None, None] * distance[:, None, None]
+        return F.pad(bias, (1, 0))  # the null token: no bias
 
     def check_frames(self, video: torch.Tensor) -> None:
         """Raises a ValueError naming ``image_size`` unless ``video`` has frames of that size."""
@@ -203,14 +344,16 @@ class RegressionVideoDecoder(VideoDecoder):
         self.check_frames(video)
         frames = self.loss_frames(video.shape[1], video.device)
         prediction = self(tokens, video.shape[1], frames)
-        if frames is not None:
-            video = video[:, frames]
-        loss = F.mse_loss(prediction, video)
+        target = video if frames is None else video[:, frames]
+        loss = self.pixel_mse(prediction, target, tokens, video, frames)
         if self.l1_weight:
-            loss = loss + self.l1_weight * F.l1_loss(prediction, video)
+            loss = loss + self.l1_weight * F.l1_loss(prediction, target)
         return loss
 
-    def decode(self, tokens: VideoTokens, num_frames: int) -> torch.Tensor:
+    def decode(
+        self, tokens: VideoTokens, num_frames: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Deterministic: ``generator`` is accepted for a common signature and unused."""
         return self(tokens, num_frames).clamp(0, 1)
 
 
@@ -267,9 +410,7 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         self.check_frames(video)
         num_frames = video.shape[1]
         frames = self.loss_frames(num_frames, video.device)
-        if frames is not None:
-            video = video[:, frames]
-        target = video * 2 - 1
+        target = (video if frames is None else video[:, frames]) * 2 - 1
         noise = torch.randn_like(target)
         t = torch.rand(len(target), device=target.device)
         t_video = t.view(-1, 1, 1, 1, 1)
@@ -278,7 +419,7 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         if self.training and self.condition_dropout > 0:
             drop_condition = torch.rand(len(target), device=target.device) < self.condition_dropout
         velocity = self.velocity(noisy, t, tokens, drop_condition, num_frames, frames)
-        return F.mse_loss(velocity, target - noise)
+        return self.pixel_mse(velocity, target - noise, tokens, video, frames)
 
     @torch.no_grad()
     def decode(
