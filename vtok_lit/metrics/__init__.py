@@ -2,6 +2,7 @@
 
 from vtok_lit.metrics.category_accuracy import CategoryAccuracy, normalize_answer
 from vtok_lit.metrics.motionshapes_judge import MotionShapesJudge
+from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.metrics.temporal_quality import TemporalQuality
 
-__all__ = ["CategoryAccuracy", "MotionShapesJudge", "TemporalQuality", "normalize_answer"]
+__all__ = ["CategoryAccuracy", "MotionShapesJudge", "ResidualUse", "TemporalQuality", "normalize_answer"]

@@ -10,7 +10,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from vtok_lit.core.tokenizers import VideoTokenizer
-from vtok_lit.core.video_decoders import VideoDecoder
+from vtok_lit.core.tokens import TokenKind
+from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
+from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.modules.base import VTokModule
 
 
@@ -27,7 +29,10 @@ class TokenizerPretraining(VTokModule):
     """Trains a video tokenizer jointly with a video decoder that rebuilds the clip from its tokens.
 
     Validation reports PSNR/SSIM of the reconstruction next to those of the trivial reconstruction
-    that repeats the key frame: the gap is what the residual tokens carry about motion.
+    that repeats the key frame: the gap is what the residual tokens carry about motion. For a
+    tokenizer with residual tokens it also reports ``residual_use``: the error on the pixels that
+    changed since the key frame when every clip is decoded with another clip's residual tokens, over
+    the error with its own (1.0: the decoder ignores them).
     """
 
     def __init__(
@@ -56,6 +61,8 @@ class TokenizerPretraining(VTokModule):
         self.val_repeat_key_metrics = metrics.clone(prefix="val/", postfix="_repeat_key")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_repeat_key_metrics = metrics.clone(prefix="test/", postfix="_repeat_key")
+        self.val_residual_use = ResidualUse()
+        self.test_residual_use = ResidualUse()
 
     def checkpoint_identity(self) -> dict[str, str]:
         return {
@@ -86,7 +93,7 @@ class TokenizerPretraining(VTokModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         if batch is None:
             return
         self.log_skipped_videos(batch)
@@ -94,7 +101,7 @@ class TokenizerPretraining(VTokModule):
         batch_size, num_frames = video.shape[:2]
         tokens = self.tokenizer(video)
         self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size, sync_dist=True)
-        reconstruction = self.decoder.decode(tokens, num_frames=num_frames).clamp(0, 1)
+        reconstruction = self.decoder.decode(tokens, num_frames, self._noise(batch_idx)).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
         repeat_key = video[:, key : key + 1].expand_as(video)
         frames = video.flatten(0, 1)
@@ -106,12 +113,24 @@ class TokenizerPretraining(VTokModule):
             repeat_key_metrics.update(repeat_key.flatten(0, 1).float(), frames)
         self.log_dict(metrics, batch_size=batch_size)
         self.log_dict(repeat_key_metrics, batch_size=batch_size)
+        if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
+            swapped = tokens.with_residuals_from_other_clips()
+            other = self.decoder.decode(swapped, num_frames, self._noise(batch_idx)).clamp(0, 1)
+            residual_use = getattr(self, f"{stage}_residual_use")
+            with self.full_precision():
+                changed = changed_pixels(video.float(), key)
+                residual_use.update(reconstruction.float(), other.float(), video.float(), changed)
+            self.log(f"{stage}/residual_use", residual_use, batch_size=batch_size)
+
+    def _noise(self, batch_idx: int) -> torch.Generator:
+        """The same sampling noise for every decode of one batch, and for every run."""
+        return torch.Generator(self.device).manual_seed(batch_idx)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         video = batch["video"]
