@@ -37,8 +37,12 @@ class VTokCLI(LightningCLI):
             )
 
 
-def main(args: Sequence[str] | dict[str, Any] | None = None) -> VTokCLI:
-    """Run ``vtok-lit fit|validate|test|predict --config experiments/....yaml``; returns the finished CLI."""
+def main(args: Sequence[str] | dict[str, Any] | None = None, run: bool = True) -> VTokCLI:
+    """Run ``vtok-lit fit|validate|test|predict --config experiments/....yaml``; returns the finished CLI.
+
+    With ``run=False`` the arguments name no subcommand and the CLI only builds the model, the
+    DataModule and the Trainer of the config (what a benchmark script needs to rebuild a run).
+    """
     return VTokCLI(
         VTokModule,
         VideoTextDataModule,
@@ -49,6 +53,7 @@ def main(args: Sequence[str] | dict[str, Any] | None = None) -> VTokCLI:
         auto_configure_optimizers=False,
         parser_kwargs={"version": f"vtok-lit {__version__}"},
         args=args,
+        run=run,
     )
 
 

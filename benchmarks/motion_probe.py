@@ -1,0 +1,264 @@
+"""Linear probes of frozen video tokens: do they carry where a single object moves?
+
+For every tokenizer named (a pretraining checkpoint, or a config for random weights), the clips of a
+MotionShapes corpus with ONE object each are tokenized and linear probes are fitted on the train
+split and scored on the val split:
+
+- direction: left, right, up, down or still (5 classes), accuracy;
+- state: grows, fades or unchanged (3 classes), accuracy;
+- displacement: the object's (dx, dy) from the first to the last frame, R^2 of a ridge regression.
+
+Each probe reads the tokens that describe time (a VTok tokenizer's residual tokens) and, separately,
+every token of the clip. The L2 strength of each probe is chosen by cross-validation on the train
+split. The majority class of the val split is the chance row.
+
+    python benchmarks/motion_probe.py \\
+        --checkpoint vtok=runs/quickstart/version_0/checkpoints/last.ckpt \\
+        --checkpoint naive=runs/naive/version_0/checkpoints/last.ckpt \\
+        --random-init vtok_random_init=experiments/quickstart.yaml
+
+A checkpoint's run is rebuilt from the ``config.yaml`` Lightning saved beside its ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Column, machine_info, write_report  # noqa: E402
+
+from vtok_lit.cli import main as cli_main  # noqa: E402
+from vtok_lit.core.tokenizers import VideoTokenizer  # noqa: E402
+from vtok_lit.core.tokens import TokenKind  # noqa: E402
+from vtok_lit.data.dataset import square_resize  # noqa: E402
+from vtok_lit.data.manifest import read_manifest  # noqa: E402
+from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes  # noqa: E402
+from vtok_lit.data.video_io import read_clip  # noqa: E402
+from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
+
+DIRECTIONS = ("left", "right", "up", "down", "still")
+STATES = ("grows", "fades", "unchanged")
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+FOLDS = 3
+
+
+def build_tokenizer(configs: list[Path], checkpoint: Path | None) -> tuple[VideoTokenizer, int, int]:
+    """The run's tokenizer (checkpoint weights, or random ones), its clip length and frame size."""
+    overlays = [arg for config in configs for arg in ("-c", str(config))]
+    cli = cli_main([*overlays, "--trainer.logger=false"], run=False)
+    tokenizer = cli.model.tokenizer
+    if checkpoint is not None:
+        load_part_weights(tokenizer, str(checkpoint), "tokenizer")
+    data = cli.datamodule.hparams
+    return tokenizer.eval(), data["num_frames"], data["image_size"]
+
+
+def clip_labels(record: Any) -> dict[str, Any]:
+    (obj,) = record.meta["objects"]
+    (x0, y0), (x1, y1) = obj["start_center"], obj["end_center"]
+    return {"direction": obj["direction"], "state": obj["state"], "displacement": (x1 - x0, y1 - y0)}
+
+
+@torch.no_grad()
+def token_features(
+    tokenizer: VideoTokenizer, records: list[Any], num_frames: int, image_size: int, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """``{"time": (N, F), "all": (N, F')}``: the flattened tokens that describe time, and all tokens."""
+    time_parts, all_parts = [], []
+    for start in range(0, len(records), batch_size):
+        clips = []
+        for record in records[start : start + batch_size]:
+            frames, _ = read_clip(record.video, num_frames)
+            clips.append(square_resize(frames, image_size))
+        tokens = tokenizer(torch.stack(clips))
+        residual = tokens.kinds == TokenKind.RESIDUAL
+        time_tokens = tokens.tokens[:, residual] if residual.any() else tokens.tokens
+        time_parts.append(time_tokens.flatten(1))
+        all_parts.append(tokens.tokens.flatten(1))
+    return {"time": torch.cat(time_parts), "all": torch.cat(all_parts)}
+
+
+def standardized_span(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardizes with the train statistics, then expresses both in the basis of the train rows'
+    span: an L2-regularised linear probe's weights lie in that span, so the probe is the same and far
+    cheaper when features outnumber clips."""
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    train, test = (train - mean) / std, (test - mean) / std
+    if train.shape[1] > train.shape[0]:
+        basis = torch.linalg.svd(train, full_matrices=False).Vh  # (N, F)
+        train, test = train @ basis.T, test @ basis.T
+    return train / train.shape[1] ** 0.5, test / train.shape[1] ** 0.5
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float) -> torch.Tensor:
+    weights = torch.zeros(x.shape[1] + 1, classes, requires_grad=True)
+    inputs = F.pad(x, (0, 1), value=1.0)
+    optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(inputs @ weights, y) + l2 * weights[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weights.detach()
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:
+    inputs = F.pad(x, (0, 1), value=1.0)
+    penalty = l2 * len(x) * torch.eye(inputs.shape[1])
+    penalty[-1, -1] = 0.0
+    return torch.linalg.solve(inputs.T @ inputs + penalty, inputs.T @ y)
+
+
+def accuracy(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(((F.pad(x, (0, 1), value=1.0) @ weights).argmax(1) == y).float().mean())
+
+
+def r_squared(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    residual = (F.pad(x, (0, 1), value=1.0) @ weights - y).pow(2).sum(0)
+    total = (y - y.mean(0)).pow(2).sum(0).clamp(min=1e-12)
+    return float((1 - residual / total).mean())
+
+
+def probe(
+    train: torch.Tensor, test: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor, classes: int | None
+) -> float:
+    """Test accuracy (``classes`` given) or R^2 (None) of a linear probe, its L2 strength picked by
+    ``FOLDS``-fold cross-validation on the train rows."""
+    fit = (lambda x, y, l2: fit_logistic(x, y, classes, l2)) if classes else fit_ridge
+    score = accuracy if classes else r_squared
+    folds = torch.arange(len(train)) % FOLDS
+
+    def cross_validated(l2: float) -> float:
+        scores = []
+        for fold in range(FOLDS):
+            held_out = folds == fold
+            x_fit, x_held = standardized_span(train[~held_out], train[held_out])
+            scores.append(score(fit(x_fit, y_train[~held_out], l2), x_held, y_train[held_out]))
+        return sum(scores) / FOLDS
+
+    best = max(L2_GRID, key=cross_validated)
+    x_train, x_test = standardized_span(train, test)
+    return score(fit(x_train, y_train, best), x_test, y_test)
+
+
+def parse_entries(entries: list[str], flag: str) -> list[tuple[str, list[Path]]]:
+    """``NAME=PATH[,PATH...]`` entries as (name, paths), every path checked."""
+    parsed = []
+    for entry in entries:
+        name, sep, paths = entry.partition("=")
+        if not sep or not name or not paths:
+            raise SystemExit(f"{flag} {entry!r}: expected NAME=PATH")
+        for path in paths.split(","):
+            if not Path(path).is_file():
+                raise SystemExit(f"{flag} {entry!r}: no file at {path}")
+        parsed.append((name, [Path(path) for path in paths.split(",")]))
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT",
+                        help="a pretraining checkpoint; its run's config.yaml must sit beside checkpoints/")
+    parser.add_argument("--random-init", action="append", default=[], metavar="NAME=CONFIG[,OVERLAY...]",
+                        help="the tokenizer of a config (and overlays) with random weights")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/motion_probe"),
+                        help="folder of the single-object probe corpus (generated on first use)")
+    parser.add_argument("--num-train", type=int, default=600, help="probe-fitting clips")
+    parser.add_argument("--num-val", type=int, default=300, help="probe-scoring clips")
+    parser.add_argument("--corpus-seed", type=int, default=7, help="seed of the probe corpus")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--name", default="motion_probe", help="file stem of the report")
+    args = parser.parse_args(argv)
+    runs = [
+        (name, [paths[0].parent.parent / "config.yaml"], paths[0])
+        for name, paths in parse_entries(args.checkpoint, "--checkpoint")
+    ] + [(name, paths, None) for name, paths in parse_entries(args.random_init, "--random-init")]
+    if not runs:
+        parser.error("name at least one --checkpoint or --random-init")
+
+    rows = []
+    corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    for name, configs, checkpoint in runs:
+        if not configs[0].is_file():
+            raise SystemExit(f"{name}: no config.yaml at {configs[0]} (the run's saved config)")
+        tokenizer, num_frames, image_size = build_tokenizer(configs, checkpoint)
+        if (num_frames, image_size) not in corpora:
+            corpus = MotionShapesConfig(
+                num_train=args.num_train, num_val=args.num_val, num_frames=num_frames,
+                image_size=image_size, max_objects=1, seed=args.corpus_seed,
+            )
+            manifest = ensure_motionshapes(args.data_dir / f"t{num_frames}_s{image_size}", corpus)
+            records = read_manifest(manifest)
+            corpora[num_frames, image_size] = {
+                split: [r for r in records if r.split == split] for split in ("train", "val")
+            }
+        splits = corpora[num_frames, image_size]
+        labels = {split: [clip_labels(r) for r in splits[split]] for split in splits}
+        targets = {
+            split: {
+                "direction": torch.tensor([DIRECTIONS.index(lab["direction"]) for lab in labels[split]]),
+                "state": torch.tensor([STATES.index(lab["state"]) for lab in labels[split]]),
+                "displacement": torch.tensor([lab["displacement"] for lab in labels[split]]) / image_size,
+            }
+            for split in splits
+        }
+        features = {
+            split: token_features(tokenizer, splits[split], num_frames, image_size, args.batch_size)
+            for split in splits
+        }
+        row: dict[str, Any] = {"tokenizer": name, "class": type(tokenizer).__name__,
+                               "weights": "trained" if checkpoint else "random init",
+                               "tokens": features["val"]["all"].shape[1] // tokenizer.token_dim}
+        for view in ("time", "all"):
+            train, test = features["train"][view], features["val"][view]
+            for target, classes in (("direction", len(DIRECTIONS)), ("state", len(STATES)), ("displacement", None)):
+                row[f"{view}_{target}"] = probe(
+                    train, test, targets["train"][target], targets["val"][target], classes
+                )
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
+
+    val_targets = targets["val"]
+    chance = {"tokenizer": "chance (majority class)", "class": "", "weights": "", "tokens": None}
+    for view in ("time", "all"):
+        for target in ("direction", "state"):
+            chance[f"{view}_{target}"] = float(val_targets[target].bincount().max() / len(val_targets[target]))
+        chance[f"{view}_displacement"] = 0.0
+    rows.append(chance)
+
+    percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
+    columns = [Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("tokens", "tokens", "d")]
+    for view, label in (("time", "time tokens"), ("all", "all tokens")):
+        columns += [
+            Column(f"direction % ({label})", f"{view}_direction", percent),
+            Column(f"state % ({label})", f"{view}_state", percent),
+            Column(f"displacement R^2 ({label})", f"{view}_displacement", ".3f"),
+        ]
+    notes = [
+        f"Linear probes of frozen tokens on single-object MotionShapes clips: fitted on {args.num_train} "
+        f"clips, scored on {args.num_val} others (corpus seed {args.corpus_seed}). 'time tokens' are a VTok "
+        "tokenizer's residual tokens (every token for the others); 'all tokens' the whole sequence. "
+        f"L2 strength by {FOLDS}-fold cross-validation on the fitting clips.",
+        "Runs: " + "; ".join(
+            f"{name}: {checkpoint or 'random init from ' + ' + '.join(map(str, configs))}"
+            for name, configs, checkpoint in runs
+        ),
+    ]
+    return write_report(
+        args.name, "Motion probe", notes, [("", columns, rows)], machine_info(), vars(args), args.output_dir
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Does motion reach the residual tokens, and does the decoder read it back? (At initialisation.)"""
+
+import pytest
+import torch
+
+from vtok_lit.core.frame_encoders import ConvFrameEncoder, ViTFrameEncoder
+from vtok_lit.core.tokenizers import VTokTokenizer, position_bases
+from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.video_decoders import (
+    FlowMatchingVideoDecoder,
+    RegressionVideoDecoder,
+    changed_pixels,
+    residual_of_frames,
+)
+
+SIZE = 32
+
+
+def square_clip(shift_x: int, num_frames: int = 2) -> torch.Tensor:
+    """``(1, T, 3, 32, 32)``: a red square on grey, moved ``shift_x`` pixels between frames 0 and 1."""
+    video = torch.full((1, num_frames, 3, SIZE, SIZE), 0.5)
+    for t in range(num_frames):
+        left = 10 + t * shift_x
+        video[0, t, :, 12:20, left : left + 8] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    return video
+
+
+def residual_token(tokenizer: VTokTokenizer, video: torch.Tensor) -> torch.Tensor:
+    tokens = tokenizer(video)
+    return tokens.tokens[0, tokens.kinds == TokenKind.RESIDUAL][0]
+
+
+def conv_vtok(**options) -> VTokTokenizer:
+    torch.manual_seed(0)
+    return VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=16, grid_size=2, **options)
+
+
+def test_mean_pooling_of_a_translation_equivariant_encoder_is_blind_to_a_move():
+    """The blind spot the position-aware pooling exists for: an 8-px move (two stem patches) with the
+    stem alone leaves the mean residual at zero."""
+    torch.manual_seed(0)
+    stem_only = ConvFrameEncoder(channels=16, patch_size=4, num_blocks=0)
+    left, right = stem_only(square_clip(-8)[0]), stem_only(square_clip(8)[0])
+    assert (left[1] - left[0]).mean(dim=(-2, -1)).abs().max() < 1e-5
+    assert (right[1] - right[0]).mean(dim=(-2, -1)).abs().max() < 1e-5
+
+
+def pooled_residual(tokenizer: VTokTokenizer, video: torch.Tensor) -> torch.Tensor:
+    features = tokenizer.encode_frames(video)
+    return tokenizer.pool_positions((features[:, 1:] - features[:, :1]))[0, 0]
+
+
+@pytest.mark.parametrize("frequencies", [0, 2])
+def test_moment_pooling_sees_a_translation_and_its_direction_at_initialisation(frequencies):
+    mean = conv_vtok()
+    moments = conv_vtok(residual_pooling="moments", fourier_frequencies=frequencies)
+    channels = 16
+    for shift in (-8, 8):
+        x_moment = pooled_residual(moments, square_clip(shift))[channels : 2 * channels]
+        assert x_moment.norm() > 5 * pooled_residual(mean, square_clip(shift)).norm()
+    # Moving left and moving right give opposite x moments: the token tells the direction.
+    left, right = (pooled_residual(moments, square_clip(shift))[channels : 2 * channels] for shift in (-8, 8))
+    assert torch.nn.functional.cosine_similarity(left, right, dim=0) < -0.9
+    tokens = {shift: residual_token(moments, square_clip(shift)) for shift in (-8, 0, 8)}
+    mean_tokens = {shift: residual_token(mean, square_clip(shift)) for shift in (-8, 8)}
+    assert (tokens[-8] - tokens[8]).norm() > 5 * (mean_tokens[-8] - mean_tokens[8]).norm()
+    assert (tokens[-8] - tokens[0]).norm() > 0 and (tokens[8] - tokens[0]).norm() > 0
+
+
+def test_a_vit_encoder_with_absolute_positions_sees_a_translation_under_mean_pooling():
+    torch.manual_seed(0)
+    tokenizer = VTokTokenizer(ViTFrameEncoder(channels=16, patch_size=4, image_size=SIZE, num_heads=2), token_dim=16, grid_size=2)
+    still, left, right = (pooled_residual(tokenizer, square_clip(shift)) for shift in (0, -8, 8))
+    assert still.norm() == 0
+    assert left.norm() > 0.01 and right.norm() > 0.01
+    assert torch.nn.functional.cosine_similarity(left, right, dim=0) < 0.5
+
+
+def test_position_bases_are_constant_then_coordinates_then_fourier():
+    bases = position_bases(4, 4, fourier_frequencies=1)
+    assert bases.shape == (7, 4, 4)
+    torch.testing.assert_close(bases[0], torch.ones(4, 4))
+    assert bases[1, 0, 0] < 0 < bases[1, 0, -1]  # x grows to the right
+    assert bases[2, 0, 0] < 0 < bases[2, -1, 0]  # y grows downward
+    with pytest.raises(ValueError, match="fourier_frequencies=2 needs residual_pooling='moments'"):
+        conv_vtok(fourier_frequencies=2)
+
+
+@pytest.mark.parametrize(("key_frame", "stride"), [("middle", 3), ("middle", 2), (5, 4), ("first", 3)])
+def test_no_residual_group_straddles_the_key_frame(key_frame, stride):
+    tokenizer = conv_vtok(key_frame=key_frame, temporal_stride=stride)
+    num_frames = 16
+    key = tokenizer.key_frame_index(num_frames)
+    others, group_of = tokenizer.residual_groups(num_frames)
+    for group in group_of.unique():
+        members = others[group_of == group]
+        assert len(members) <= stride
+        assert (members < key).all() or (members > key).all(), members.tolist()
+    tokens = tokenizer(torch.rand(1, num_frames, 3, SIZE, SIZE))
+    assert len(tokens) == tokenizer.num_tokens(num_frames) == 4 + len(group_of.unique())
+
+
+def test_each_frame_is_described_by_its_own_groups_residual_token():
+    tokenizer = conv_vtok(key_frame="middle", temporal_stride=3)
+    tokens = tokenizer(torch.rand(1, 16, 3, SIZE, SIZE))  # key 8; groups [0-2] [3-5] [6,7] [9-11] [12-14] [15]
+    positions = residual_of_frames(tokens, torch.arange(16))
+    starts = [-1 if p < 0 else int(tokens.frame_index[p]) for p in positions]
+    assert starts == [0, 0, 0, 3, 3, 3, 6, 6, -1, 9, 9, 9, 12, 12, 12, 15]
+
+
+def _as_after_training(decoder: torch.nn.Module) -> None:
+    """The conditioning layers start at zero (the plain decoder); give them weights, as training would."""
+    torch.manual_seed(1)
+    for name, parameter in decoder.named_parameters():
+        if name.startswith(("blocks.0.modulation", "motion_out")):
+            torch.nn.init.normal_(parameter, std=0.5)
+
+
+def change_per_frame(decoder: torch.nn.Module, tokens: VideoTokens, residual_index: int) -> torch.Tensor:
+    """``(T,)`` mean change of each decoded frame when one residual token changes."""
+    changed = tokens.tokens.clone()
+    changed[0, residual_index] += 3 * torch.randn(changed.shape[-1], generator=torch.Generator().manual_seed(2))
+    before = decoder.decode(tokens, 4, torch.Generator().manual_seed(0))
+    after = decoder.decode(tokens.with_tokens(changed), 4, torch.Generator().manual_seed(0))
+    return (after - before).abs().mean(dim=(0, 2, 3, 4))
+
+
+@pytest.mark.parametrize("decoder_class", [RegressionVideoDecoder, FlowMatchingVideoDecoder])
+def test_frame_conditioning_makes_frame_t_respond_to_residual_token_t(decoder_class):
+    tokens = conv_vtok()(torch.rand(1, 4, 3, SIZE, SIZE))
+    residual_of_frame_2 = int((tokens.kinds == TokenKind.RESIDUAL).nonzero()[1])
+    responses = {}
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        decoder = decoder_class(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, frame_conditioning=enabled)
+        _as_after_training(decoder)
+        responses[enabled] = change_per_frame(decoder.eval(), tokens, residual_of_frame_2)
+    response = responses[True]
+    assert response[2] > 5 * response[1] and response[2] > 5 * response[3]
+    assert response[2] > 100 * response[0]  # the key frame: no residual token describes it
+    assert response[2] > 3 * responses[False][2]  # the direct path adds to cross-attention's
+
+
+def test_the_motion_field_moves_frame_ts_attention_by_residual_token_t():
+    tokens = conv_vtok()(torch.rand(1, 4, 3, SIZE, SIZE))
+    residual_of_frame_2 = int((tokens.kinds == TokenKind.RESIDUAL).nonzero()[1])
+    torch.manual_seed(0)
+    decoder = RegressionVideoDecoder(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, motion_field=True)
+    frames = torch.arange(4)
+    index = residual_of_frames(tokens, frames)
+
+    def spatial_bias(video_tokens: VideoTokens) -> torch.Tensor:
+        projected = decoder.token_projection(video_tokens.tokens)
+        bias = decoder.locality_bias(video_tokens, frames, projected, decoder.frame_residual_tokens(projected, index), index)
+        return bias[0, 0, 0, :, 1:5].unflatten(0, (4, -1))  # (T, P, S): queries to the 4 spatial tokens
+
+    plain = spatial_bias(tokens)
+    assert torch.equal(plain[0], plain[2])  # no motion at initialisation: the plain locality bias
+    _as_after_training(decoder)
+    changed = tokens.tokens.clone()
+    changed[0, residual_of_frame_2] += 3 * torch.randn(16)
+    moved, moved_again = spatial_bias(tokens), spatial_bias(tokens.with_tokens(changed))
+    assert torch.equal(moved[0], plain[0])  # the key frame does not move
+    assert not torch.allclose(moved[2], plain[2])
+    frame_change = (moved_again - moved).abs().amax(dim=(1, 2))
+    assert frame_change[2] > 1e-3 and frame_change[[0, 1, 3]].max() == 0
+
+
+def test_changed_pixel_weight_weighs_up_the_moving_object():
+    video = square_clip(8, num_frames=3)
+    changed = changed_pixels(video, 0)
+    assert not changed[:, 0].any() and changed[:, 1].any()
+    assert changed[:, 1].float().mean() < 0.2  # the square's old and new place, not the background
+    tokenizer = conv_vtok()
+    tokens = tokenizer(video)
+    plain, weighted = (
+        RegressionVideoDecoder(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, changed_pixel_weight=w)
+        for w in (0.0, 9.0)
+    )
+    weighted.load_state_dict(plain.state_dict())
+    prediction = plain(tokens, 3)
+    error = (prediction - video).pow(2)
+    torch.testing.assert_close(plain.loss(tokens, video), error.mean())
+    torch.testing.assert_close(weighted.loss(tokens, video), (error * (1 + 9.0 * changed)).mean())
+
+
+def test_residual_swap_changes_only_residual_tokens():
+    tokenizer = conv_vtok()
+    tokens = tokenizer(torch.rand(3, 4, 3, SIZE, SIZE))
+    swapped = tokens.with_residuals_from_other_clips()
+    residual = tokens.kinds == TokenKind.RESIDUAL
+    torch.testing.assert_close(swapped.tokens[:, ~residual], tokens.tokens[:, ~residual])
+    torch.testing.assert_close(swapped.tokens[1, residual], tokens.tokens[0, residual])
+    assert isinstance(swapped, VideoTokens)
