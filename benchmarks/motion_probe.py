@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,7 +52,12 @@ FOLDS = 3
 
 def build_tokenizer(configs: list[Path], checkpoint: Path | None) -> tuple[VideoTokenizer, int, int]:
     """The run's tokenizer (checkpoint weights, or random ones), its clip length and frame size."""
-    overlays = [arg for config in configs for arg in ("-c", str(config))]
+    overlays = []
+    for config in configs:
+        # A run's saved config.yaml also holds the subcommand's own keys, which a bare build refuses.
+        settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+        settings = {key: settings[key] for key in ("seed_everything", "model", "data") if key in settings}
+        overlays += ["-c", yaml.safe_dump(settings)]
     cli = cli_main([*overlays, "--trainer.logger=false"], run=False)
     tokenizer = cli.model.tokenizer
     if checkpoint is not None:

@@ -226,3 +226,39 @@ def test_paper_table_trains_generation_on_its_own_pretraining(
 
     rerun = paper_table.main([*arguments, "--reuse-finished"])
     assert rerun["raw"]["wall_seconds"] == {"pretraining_vtok": None, "generation_vtok": None}
+
+
+def test_motion_probe(benchmarks, tmp_path: Path) -> None:
+    from vtok_lit.cli import main as cli_main
+
+    conf = ROOT / "tests" / "conf" / "pretraining_tiny.yaml"
+    cli_main(
+        [
+            "fit", "-c", str(conf), f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--data.init_args.data_dir={tmp_path / 'corpus'}",
+            "--data.init_args.num_workers=0",
+        ]
+    )
+    checkpoint = next((tmp_path / "runs").rglob("*.ckpt"))
+    motion_probe = benchmarks("motion_probe")
+    report = motion_probe.main(
+        [
+            "--checkpoint", f"tiny_trained={checkpoint}",
+            "--random-init", f"tiny_random={conf}",
+            "--num-train", "12", "--num-val", "6",
+            "--data-dir", str(tmp_path / "probe"), "--output-dir", str(tmp_path),
+        ]
+    )
+    markdown, saved = read_report(tmp_path, "motion_probe")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["motion_probe"]
+    assert [row["tokenizer"] for row in rows] == ["tiny_trained", "tiny_random", "chance (majority class)"]
+    for row in rows[:2]:
+        assert row["tokens"] == 4 + 7  # 2x2 key-frame cells + one residual token per later frame (T=8)
+        for key in ("time_direction", "all_direction", "time_state", "all_state"):
+            assert 0.0 <= row[key] <= 1.0
+        assert math.isfinite(row["time_displacement"]) and row["time_displacement"] <= 1.0
+    assert "direction % (time tokens)" in table_header(markdown)
+    with pytest.raises(SystemExit, match="no file at"):
+        motion_probe.main(["--random-init", f"x={tmp_path / 'missing.yaml'}"])
