@@ -9,6 +9,7 @@ from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTo
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel, LMOutput
 from vtok_lit.core.multimodal_sequence import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
 from vtok_lit.modules import VideoLLM
 
@@ -135,7 +136,7 @@ def test_text_vocabulary_larger_than_the_lm_is_refused() -> None:
 
 
 def test_category_accuracy_per_category_and_overall() -> None:
-    metric = CategoryAccuracy()
+    metric = CategoryAccuracy(QUESTION_CATEGORIES)
     metric.update(["color", "color", "counting", "direction"], [True, False, True, True])
     result = metric.compute()
     assert result["color"] == 0.5 and result["counting"] == 1.0 and result["direction"] == 1.0

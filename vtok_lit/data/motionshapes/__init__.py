@@ -1,13 +1,12 @@
-"""MotionShapes, the built-in benchmark: its corpus generator."""
+"""MotionShapes, the built-in benchmark: its corpus generator, its vocabulary and its judge."""
 
-from vtok_lit.data.motionshapes.corpus import (
+from vtok_lit.data.motionshapes.corpus import MotionShapesConfig, ensure_motionshapes, generate_motionshapes
+from vtok_lit.data.motionshapes.judge import MotionShapesJudge
+from vtok_lit.data.motionshapes.vocabulary import (
     BACKGROUND,
     COLORS,
     QUESTION_CATEGORIES,
     SHAPES,
-    MotionShapesConfig,
-    ensure_motionshapes,
-    generate_motionshapes,
     shape_mask,
 )
 
@@ -17,6 +16,7 @@ __all__ = [
     "QUESTION_CATEGORIES",
     "SHAPES",
     "MotionShapesConfig",
+    "MotionShapesJudge",
     "ensure_motionshapes",
     "generate_motionshapes",
     "shape_mask",

@@ -2,7 +2,7 @@
 
 In the text-to-video benchmark a model draws a clip from a MotionShapes caption; the judge answers
 that caption's questions from the drawn frames, and its answers are scored against the corpus
-answers (e.g. with :class:`~vtok_lit.metrics.CategoryAccuracy`).
+answers (e.g. with :class:`~vtok_lit.metrics.AnswerAccuracy`).
 
 How it reads a clip, looking only at the first and the last frame:
 
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vtok_lit.data.motionshapes import COLORS, SHAPES, shape_mask
+from vtok_lit.data.motionshapes.vocabulary import COLORS, SHAPES, shape_mask
+from vtok_lit.metrics.clip_judge import ClipJudge
 
 UNKNOWN = "unknown"
 # The corpus's default frame side: pixel counts are given for it, and shapes are drawn at it.
@@ -90,7 +91,7 @@ class _Object:
     fading: float  # last-frame over first-frame opacity
 
 
-class MotionShapesJudge:
+class MotionShapesJudge(ClipJudge):
     """Answers MotionShapes questions about a clip from its pixels, by rule.
 
     Each threshold is a fraction of the frame side (or, for pixel counts, given for a 64x64 frame
@@ -140,6 +141,10 @@ class MotionShapesJudge:
         self.fade_threshold = fade_threshold
         self._palette = torch.tensor(list(COLORS.values()))  # (C, 3)
 
+    def can_answer(self, question: str) -> bool:
+        """Whether ``question`` is one of the MotionShapes question templates."""
+        return any(template.fullmatch(question.strip()) for template in _TEMPLATES.values())
+
     def answer(self, video: torch.Tensor, question: str) -> str:
         """Answer one question about one clip.
 
@@ -175,7 +180,8 @@ class MotionShapesJudge:
         answers = []
         for video, clip_questions in zip(videos, questions, strict=True):
             parsed = [_parse(question) for question in clip_questions]
-            objects = self._find_objects(video)
+            # A clip without questions (not a MotionShapes record) is not read at all.
+            objects = self._find_objects(video) if parsed else []
             answers.append([self._answer(objects, kind, match) for kind, match in parsed])
         return answers
 

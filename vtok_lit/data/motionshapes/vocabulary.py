@@ -1,0 +1,42 @@
+"""The MotionShapes vocabulary: its shapes, colours, sizes, motions, states and question categories.
+
+The corpus draws clips from these words and the judge reads them back, so both take them from here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+SHAPES = ("circle", "square", "triangle")
+COLORS = {
+    "red": (0.86, 0.16, 0.16),
+    "green": (0.16, 0.71, 0.24),
+    "blue": (0.16, 0.31, 0.86),
+    "yellow": (0.92, 0.82, 0.16),
+}
+# Half the extent of a shape (circle radius, half a square's side) as a fraction of the frame side.
+SIZES = {"small": 0.07, "large": 0.12}
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+STATES = ("grows", "fades", "unchanged")
+QUESTION_CATEGORIES = ("counting", "direction", "relative_position", "size", "color", "state", "motion")
+BACKGROUND = 0.5
+
+
+def shape_mask(shape: str, dx: Array, dy: Array, half: Array | float) -> Array:
+    """Pixels inside ``shape``, from offsets to its centre and its half size (broadcast).
+
+    Works on numpy arrays and torch tensors alike, so the judge draws the shapes the corpus draws.
+    """
+    if shape == "circle":
+        return dx**2 + dy**2 <= half**2
+    if shape == "square":
+        return (abs(dx) <= half) & (abs(dy) <= half)
+    # An upward triangle: apex at dy = -half, base of width 2 * half at dy = +half.
+    return (abs(dy) <= half) & (abs(dx) <= (dy + half) / 2)
