@@ -34,6 +34,7 @@ from vtok_lit.data.motionshapes.vocabulary import (
     BACKGROUND,
     COLORS,
     DIRECTIONS,
+    QUESTION_TEMPLATES,
     SHAPES,
     SIZES,
     STATES,
@@ -224,9 +225,8 @@ class _Relation:
 
     @property
     def question(self) -> str:
-        if self.answer in ("left", "right"):
-            return f"At the end, is the {self.first.name} left of or right of the {self.second.name}?"
-        return f"At the end, is the {self.first.name} above or below the {self.second.name}?"
+        kind = "horizontal" if self.answer in ("left", "right") else "vertical"
+        return QUESTION_TEMPLATES[kind].format(name=self.first.name, other=self.second.name)
 
     @property
     def sentence(self) -> str:
@@ -270,22 +270,26 @@ def _questions(
     def qa(category: str, question: str, answer: str) -> dict[str, str]:
         return {"question": question, "answer": answer, "category": category}
 
-    questions = [qa("counting", "How many objects are there?", str(len(objects)))]
+    def ask(category: str, obj: _ShapeObject, answer: str) -> dict[str, str]:
+        question = QUESTION_TEMPLATES[category].format(name=obj.name, shape=obj.shape)
+        return qa(category, question, answer)
+
+    questions = [qa("counting", QUESTION_TEMPLATES["counting"], str(len(objects)))]
     moving = [obj for obj in objects if obj.direction != "still"]
     if moving:
         obj = pick(moving)
-        questions.append(qa("direction", f"Which way does the {obj.name} move?", obj.direction))
+        questions.append(ask("direction", obj, obj.direction))
     if relation is not None:
         questions.append(qa("relative_position", relation.question, relation.answer))
     obj = pick(objects)
-    questions.append(qa("size", f"What size is the {obj.name}?", obj.size))
+    questions.append(ask("size", obj, obj.size))
     obj = pick(objects)
-    questions.append(qa("color", f"What color is the {obj.shape}?", obj.color))
+    questions.append(ask("color", obj, obj.color))
     obj = pick(objects)
-    questions.append(qa("state", f"What happens to the {obj.name}?", obj.state))
+    questions.append(ask("state", obj, obj.state))
     obj = pick(objects)
     motion = "still" if obj.direction == "still" else "moving"
-    questions.append(qa("motion", f"Is the {obj.name} moving or still?", motion))
+    questions.append(ask("motion", obj, motion))
     return questions
 
 

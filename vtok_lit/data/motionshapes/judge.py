@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vtok_lit.data.motionshapes.vocabulary import COLORS, SHAPES, shape_mask
+from vtok_lit.data.motionshapes.vocabulary import COLORS, QUESTION_TEMPLATES, SHAPES, shape_mask
 from vtok_lit.metrics.clip_judge import ClipJudge
 
 UNKNOWN = "unknown"
@@ -56,16 +56,17 @@ _CENTROID_DROP = {"circle": 0.0, "square": 0.0, "triangle": 1 / 3}
 _COLOR = "|".join(COLORS)
 _SHAPE = "|".join(SHAPES)
 _NAME = rf"({_COLOR}) ({_SHAPE})"
-_TEMPLATES = {
-    "counting": re.compile(r"How many objects are there\?"),
-    "direction": re.compile(rf"Which way does the {_NAME} move\?"),
-    "horizontal": re.compile(rf"At the end, is the {_NAME} left of or right of the {_NAME}\?"),
-    "vertical": re.compile(rf"At the end, is the {_NAME} above or below the {_NAME}\?"),
-    "size": re.compile(rf"What size is the {_NAME}\?"),
-    "color": re.compile(rf"What color is the ({_SHAPE})\?"),
-    "state": re.compile(rf"What happens to the {_NAME}\?"),
-    "motion": re.compile(rf"Is the {_NAME} moving or still\?"),
-}
+
+
+def _pattern(template: str) -> re.Pattern:
+    """A question template as a regex capturing each object's colour and shape (or the shape)."""
+    pattern = re.escape(template)
+    for field, group in (("name", _NAME), ("other", _NAME), ("shape", f"({_SHAPE})")):
+        pattern = pattern.replace(re.escape("{" + field + "}"), group)
+    return re.compile(pattern)
+
+
+_TEMPLATES = {kind: _pattern(template) for kind, template in QUESTION_TEMPLATES.items()}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,19 @@ DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down
 STATES = ("grows", "fades", "unchanged")
 QUESTION_CATEGORIES = ("counting", "direction", "relative_position", "size", "color", "state", "motion")
 BACKGROUND = 0.5
+# The question of each kind, ``{name}`` and ``{other}`` standing for an object's "<color> <shape>":
+# the corpus asks them and the judge recognises them. Both relative-position kinds are of the
+# "relative_position" category.
+QUESTION_TEMPLATES = {
+    "counting": "How many objects are there?",
+    "direction": "Which way does the {name} move?",
+    "horizontal": "At the end, is the {name} left of or right of the {other}?",
+    "vertical": "At the end, is the {name} above or below the {other}?",
+    "size": "What size is the {name}?",
+    "color": "What color is the {shape}?",
+    "state": "What happens to the {name}?",
+    "motion": "Is the {name} moving or still?",
+}
 
 
 def shape_mask(shape: str, dx: Array, dy: Array, half: Array | float) -> Array:
