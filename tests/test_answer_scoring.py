@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vtok_lit.callbacks.prediction_table import markdown_table
 from vtok_lit.core.multimodal_sequence import IGNORE_INDEX
 from vtok_lit.data.manifest import ManifestError, option_index, read_manifest
 from vtok_lit.metrics import AnswerAccuracy, CategoryAccuracy, is_correct, normalize_answer
@@ -129,3 +130,16 @@ def test_category_accuracy_reports_seen_categories_and_refuses_unknown_or_reserv
         metric.update(["colour"], [True])
     with pytest.raises(ValueError, match="question category 'overall_raw' is a name the accuracy reports"):
         AnswerAccuracy(["overall_raw"])
+
+
+def test_prediction_table_scores_rows_as_the_metric_does() -> None:
+    outputs = {
+        "categories": ["", "action"],
+        "questions": ["How many?", "Which way?"],
+        "answers": ["2", "B"],
+        "predictions": ["Two.", "(b)"],
+        "options": [None, ["left", "right"]],
+    }
+    lines = markdown_table(outputs, num_rows=2).splitlines()
+    assert lines[2] == "|  | How many? | 2 | Two. | yes |"
+    assert lines[3] == "| action | Which way? (A) left (B) right | B | (b) | yes |"

@@ -63,7 +63,8 @@ class VideoLLM(VTokModule):
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
             questions_per_video: Questions drawn per clip and training step (0 = all of them).
             max_answer_tokens: Longest answer generated at validation.
-            benchmark: Name in the metric keys, ``val/<benchmark>/<category>``.
+            benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
+                category the data's questions name.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
