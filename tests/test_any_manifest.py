@@ -103,8 +103,11 @@ def test_understanding_without_any_category_reports_overall(tmp_path: Path) -> N
     assert accuracy == {"val/mine/overall", "val/mine/overall_raw"}
 
 
-def test_generation_validates_on_captions_of_any_data(tmp_path: Path) -> None:
-    data = f"--data.init_args.manifest={write_user_manifest(tmp_path / 'data')}"
+@pytest.mark.parametrize(
+    "questions", [QUESTIONS, [[]] * len(QUESTIONS)], ids=["user_questions", "captions_only"]
+)
+def test_generation_validates_on_captions_of_any_data(tmp_path: Path, questions: list[list[dict]]) -> None:
+    data = f"--data.init_args.manifest={write_user_manifest(tmp_path / 'data', questions)}"
     cli = main(["fit", *cli_args("generation_tiny.yaml", tmp_path, data)])
     logged = set(cli.trainer.logged_metrics)
     for key in ("val/loss", "val/psnr_vs_real", "val/vbench/temporal_flicker", "val/vbench/dynamic_degree"):

@@ -90,6 +90,19 @@ def likelihood_choices(log_likelihoods: Sequence[float], option_counts: Sequence
     return choices
 
 
+def prediction_rows(questions: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> dict[str, list]:
+    """Questions (manifest ``qa`` dicts) and their predictions as the columns a validation step returns
+    for the prediction table: ``"questions"``, ``"answers"``, ``"options"``, ``"categories"`` ("" for
+    none) and ``"predictions"``."""
+    return {
+        "questions": [qa["question"] for qa in questions],
+        "answers": [qa["answer"] for qa in questions],
+        "options": [qa.get("options") for qa in questions],
+        "categories": [qa.get("category") or "" for qa in questions],
+        "predictions": list(predictions),
+    }
+
+
 class AnswerAccuracy(CategoryAccuracy):
     """Normalised exact-match accuracy per category and overall, the raw match, and multiple choice.
 

@@ -22,6 +22,7 @@ from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.core.video_generation_sequence import build_video_generation_sequences, caption_budget
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
+from vtok_lit.metrics.answer_scoring import prediction_rows
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
@@ -327,14 +328,7 @@ class TextToVideo(VTokModule):
             getattr(self, f"{stage}_reconstructed_alignment").update(
                 *judge_clips(self.judge, reconstructed, questions)
             )
-        return {
-            "captions": captions,
-            "generated": generated,
-            "questions": [qa["question"] for qa in judged],
-            "answers": [qa["answer"] for qa in judged],
-            "predictions": predictions,
-            "categories": [qa.get("category") or "" for qa in judged],
-        }
+        return {"captions": captions, "generated": generated, **prediction_rows(judged, predictions)}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         temporal = getattr(self, f"{stage}_temporal")

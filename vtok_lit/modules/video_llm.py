@@ -17,7 +17,7 @@ from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.metrics import AnswerAccuracy
-from vtok_lit.metrics.answer_scoring import answer_log_likelihood, likelihood_choices
+from vtok_lit.metrics.answer_scoring import answer_log_likelihood, likelihood_choices, prediction_rows
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
@@ -201,13 +201,7 @@ class VideoLLM(VTokModule):
         questions = [qa for _, qa in rows]
         choices = self._likelihood_choices(prefix, rows)
         getattr(self, f"{stage}_accuracy").update(questions, predictions, choices)
-        return {
-            "questions": [qa["question"] for qa in questions],
-            "answers": [qa["answer"] for qa in questions],
-            "options": [qa.get("options") for qa in questions],
-            "predictions": predictions,
-            "categories": [qa.get("category") or "" for qa in questions],
-        }
+        return prediction_rows(questions, predictions)
 
     def _likelihood_choices(self, prefix: torch.Tensor, rows: list[tuple[int, dict]]) -> list[int | None]:
         """Each multiple-choice row's option of highest log-likelihood, None for open questions.
