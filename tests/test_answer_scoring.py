@@ -12,7 +12,12 @@ from vtok_lit.callbacks.prediction_table import markdown_table
 from vtok_lit.core.multimodal_sequence import IGNORE_INDEX
 from vtok_lit.data.manifest import ManifestError, option_index, read_manifest
 from vtok_lit.metrics import AnswerAccuracy, CategoryAccuracy, is_correct, normalize_answer
-from vtok_lit.metrics.answer_scoring import answer_log_likelihood, chosen_option, likelihood_choices
+from vtok_lit.metrics.answer_scoring import (
+    answer_log_likelihood,
+    chosen_option,
+    likelihood_choices,
+    question_prompt,
+)
 
 OPTIONS = ["left", "right", "a blue square"]
 
@@ -55,6 +60,11 @@ def test_open_answers_match_after_normalisation_only() -> None:
 )
 def test_generated_answer_names_an_option_by_letter_or_text(prediction: str, choice: int | None) -> None:
     assert chosen_option(prediction, OPTIONS) == choice
+
+
+def test_a_multiple_choice_prompt_letters_its_options() -> None:
+    assert question_prompt("Which way?", ["left", "right"]) == "Which way? (A) left (B) right"
+    assert question_prompt("Which way?") == question_prompt("Which way?", []) == "Which way?"
 
 
 def test_multiple_choice_answer_may_be_a_letter_or_the_text() -> None:

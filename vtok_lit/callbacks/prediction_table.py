@@ -7,7 +7,7 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 
 from vtok_lit.callbacks.video_logging import tensorboard_writers
-from vtok_lit.metrics import is_correct
+from vtok_lit.metrics.answer_scoring import is_correct, question_prompt
 
 
 def markdown_table(outputs: dict[str, list], num_rows: int) -> str:
@@ -26,15 +26,8 @@ def markdown_table(outputs: dict[str, list], num_rows: int) -> str:
     for index, (category, question, answer, prediction, choices) in enumerate(rows):
         if index == num_rows:
             break
-        if choices:
-            question += " " + " ".join(f"({chr(ord('A') + i)}) {choice}" for i, choice in enumerate(choices))
-        cells = [
-            category,
-            question,
-            answer,
-            prediction,
-            "yes" if is_correct(prediction, answer, choices) else "no",
-        ]
+        ok = "yes" if is_correct(prediction, answer, choices) else "no"
+        cells = [category, question_prompt(question, choices), answer, prediction, ok]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 

@@ -45,6 +45,14 @@ def normalize_answer(text: str) -> str:
     return " ".join(_NUMBER_WORDS.get(word, word) for word in words if word not in _ARTICLES)
 
 
+def question_prompt(question: str, options: Sequence[str] | None = None) -> str:
+    """The question as the LM reads it: a multiple-choice question lists its options by letter,
+    ``"Which way? (A) left (B) right"``, so an answer may name one by its letter."""
+    if not options:
+        return question
+    return " ".join([question, *(f"({chr(ord('A') + i)}) {option}" for i, option in enumerate(options))])
+
+
 def chosen_option(prediction: str, options: Sequence[str]) -> int | None:
     """The index of the option a generated answer names, by its text or its letter; None if none."""
     normalized = normalize_answer(prediction)

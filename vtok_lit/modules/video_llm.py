@@ -17,7 +17,12 @@ from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.metrics import AnswerAccuracy
-from vtok_lit.metrics.answer_scoring import answer_log_likelihood, likelihood_choices, prediction_rows
+from vtok_lit.metrics.answer_scoring import (
+    answer_log_likelihood,
+    likelihood_choices,
+    prediction_rows,
+    question_prompt,
+)
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
@@ -143,7 +148,7 @@ class VideoLLM(VTokModule):
         self, prefix: torch.Tensor, rows: list[tuple[int, dict]], with_answers: bool
     ) -> LMSequences:
         text = self.text_tokenizer
-        prompts = [text.encode(qa["question"]) for _, qa in rows]
+        prompts = [text.encode(question_prompt(qa["question"], qa.get("options"))) for _, qa in rows]
         answers = [text.encode(qa["answer"]) + [text.eos_id] for _, qa in rows] if with_answers else None
         return build_lm_sequences(
             prefix[[video_index for video_index, _ in rows]],
@@ -237,7 +242,9 @@ class VideoLLM(VTokModule):
         self._log_accuracy("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        questions = [[qa["question"] for qa in clip] for clip in batch["questions"]]
+        questions = [
+            [question_prompt(qa["question"], qa.get("options")) for qa in clip] for clip in batch["questions"]
+        ]
         return {
             "path": batch["path"],
             "questions": questions,
