@@ -153,3 +153,36 @@ def test_prediction_table_scores_rows_as_the_metric_does() -> None:
     lines = markdown_table(outputs, num_rows=2).splitlines()
     assert lines[2] == "|  | How many? | 2 | Two. | yes |"
     assert lines[3] == "| action | Which way? (A) left (B) right | B | (b) | yes |"
+
+
+QUESTIONS_BY_RANK = [
+    [{"answer": "2", "category": "action"}, {"answer": "B", "options": ["sit", "run"]}],
+    [
+        {"answer": "kitchen", "category": "scene"},
+        {"answer": "yes"},
+        {"answer": "sit", "options": ["sit", "run"]},
+    ],
+]
+PREDICTIONS_BY_RANK = [["two", "sit"], ["garden", "Yes", "A"]]
+CHOICES_BY_RANK = [[None, 1], [None, None, 0]]
+
+
+def _score_on_rank(rank: int, init_file: str, results: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    metric = AnswerAccuracy(["action", "scene"])
+    metric.update(QUESTIONS_BY_RANK[rank], PREDICTIONS_BY_RANK[rank], CHOICES_BY_RANK[rank])
+    results[rank] = {name: float(value) for name, value in metric.compute().items()}
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned interpreters: about a minute on 2 busy cores
+def test_accuracy_sums_over_processes_that_saw_different_categories(tmp_path: Path) -> None:
+    single = AnswerAccuracy(["action", "scene"])
+    for rank in range(2):
+        single.update(QUESTIONS_BY_RANK[rank], PREDICTIONS_BY_RANK[rank], CHOICES_BY_RANK[rank])
+    expected = {name: float(value) for name, value in single.compute().items()}
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(_score_on_rank, args=(str(tmp_path / "init"), results), nprocs=2)
+        assert results[0] == results[1] == pytest.approx(expected)
+    assert expected["action"] == 1.0 and expected["scene"] == 0.0
