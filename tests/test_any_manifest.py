@@ -144,3 +144,9 @@ def test_generation_judges_only_the_judges_own_questions(tmp_path: Path) -> None
     )
     assert not {key for key in no_judge.trainer.callback_metrics if key.startswith("val/motionshapes")}
     assert "val/psnr_vs_real" in no_judge.trainer.callback_metrics
+
+
+def test_understanding_refuses_training_data_without_questions(tmp_path: Path) -> None:
+    data = f"--data.init_args.manifest={write_user_manifest(tmp_path / 'data', [[]] * 2)}"
+    with pytest.raises(ValueError, match=r"no training clip of .*manifest.jsonl has a question"):
+        main(["fit", *cli_args("understanding_tiny.yaml", tmp_path, data)])
