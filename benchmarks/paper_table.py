@@ -22,10 +22,11 @@ from typing import Any
 
 from harness import RESULTS_DIR, Column, machine_info, write_report
 
+from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 TOKENIZERS = ("vtok", "naive", "key_frame_only")
-CATEGORIES = ("counting", "direction", "relative_position", "size", "color", "state", "motion")
 VBENCH = ("temporal_flicker", "motion_smoothness", "subject_consistency", "dynamic_degree")
 
 
@@ -122,28 +123,24 @@ def last_scalars(run_dir: Path) -> tuple[dict[str, float], float | None]:
 
 
 def tokens_per_video(run_dir: Path) -> int | None:
-    """The sequence length of the run's tokenizer for the data's frame count, from its saved config."""
-    import yaml
+    """The sequence length of the run's tokenizer for the data's frame count, from its saved config.
 
-    from vtok_lit.core.tokenizers import FrameSamplingTokenizer, KeyFrameTokenizer, VTokTokenizer
+    The tokenizer is built from the config, as the run built it, and asked; its weights do not matter.
+    """
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from vtok_lit.core.tokenizers import VideoTokenizer
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         return None
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    tokenizer = config["model"]["init_args"]["tokenizer"]
-    num_frames = config["data"]["init_args"]["num_frames"]
-    stride = tokenizer.get("init_args", {}).get("temporal_stride", 1)
-    grid = tokenizer.get("init_args", {}).get("grid_size", 4)
-    per_frame = grid * grid
-    cls = tokenizer["class_path"].rsplit(".", 1)[-1]
-    if cls == VTokTokenizer.__name__:
-        return per_frame + -(-(num_frames - 1) // stride)
-    if cls == FrameSamplingTokenizer.__name__:
-        return num_frames * per_frame
-    if cls == KeyFrameTokenizer.__name__:
-        return per_frame
-    return None
+    parser = ArgumentParser()
+    parser.add_argument("--tokenizer", type=VideoTokenizer)
+    parsed = parser.parse_object({"tokenizer": config["model"]["init_args"]["tokenizer"]})
+    tokenizer = parser.instantiate_classes(parsed).tokenizer
+    return tokenizer.num_tokens(config["data"]["init_args"]["num_frames"])
 
 
 def trained_steps(run_dir: Path) -> int | None:
@@ -205,7 +202,7 @@ def collect(args: argparse.Namespace, wall: dict[str, float | None]) -> tuple[li
                 "step_seconds": step_seconds,
                 "wall_seconds": wall.get(f"{task}_{tokenizer}"),
             }
-            for category in (*CATEGORIES, "overall"):
+            for category in (*QUESTION_CATEGORIES, "overall"):
                 value = scalars.get(f"val/motionshapes/{category}")
                 row[category] = None if value is None else 100 * value
             for name in VBENCH:
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no runs under {args.runs_dir}: run without --collect first")
     percent = ".1f"
     base = [Column("tokenizer", "tokenizer"), Column("tokens / video", "tokens"), Column("steps", "steps")]
-    accuracy = [Column(name, name, percent) for name in (*CATEGORIES, "overall")]
+    accuracy = [Column(name, name, percent) for name in (*QUESTION_CATEGORIES, "overall")]
     cost = [Column("s / step", "step_seconds", ".3f")]
     tables = [
         ("Understanding: held-out accuracy (%)", base + accuracy + cost, understanding),

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vtok_lit.data.motionshapes import MotionShapesConfig, generate_motionshapes
 
@@ -16,3 +17,12 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Its folder holds ``clips/``, ``manifest.jsonl`` and ``corpus.json``; treat it as read-only.
     """
     return generate_motionshapes(tmp_path_factory.mktemp("motionshapes"), TINY_CORPUS, processes=1)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread and, on a busy machine, lose a lot to it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -159,7 +159,14 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
         run_dir = tmp_path / "runs" / f"understanding_{tokenizer}" / "version_0"
         run_dir.mkdir(parents=True)
         config = {
-            "model": {"init_args": {"tokenizer": {"class_path": f"vtok_lit.core.{class_name}"}}},
+            "model": {
+                "init_args": {
+                    "tokenizer": {
+                        "class_path": f"vtok_lit.core.{class_name}",
+                        "init_args": {"frame_encoder": {"class_path": "vtok_lit.core.ConvFrameEncoder"}},
+                    }
+                }
+            },
             "data": {"init_args": {"num_frames": 16}},
             "trainer": {"max_steps": 4},
         }

@@ -18,12 +18,10 @@ from vtok_lit.data.motionshapes import (
     COLORS,
     QUESTION_CATEGORIES,
     MotionShapesConfig,
-    _clip_rng,
-    _mark_novel_combinations,
-    _sample_objects,
     ensure_motionshapes,
     generate_motionshapes,
 )
+from vtok_lit.data.motionshapes.corpus import _clip_rng, _mark_novel_combinations, _sample_objects
 from vtok_lit.data.video_io import read_frames
 
 OBJECT_NAME = re.compile(r"the (?:(\w+) )?(circle|square|triangle)")

@@ -9,9 +9,9 @@ from conftest import TINY_CORPUS
 
 from vtok_lit.data.dataset import VideoTextDataset, collate_video_text
 from vtok_lit.data.manifest import read_manifest
-from vtok_lit.data.motionshapes import QUESTION_CATEGORIES, SHAPES, generate_motionshapes
-from vtok_lit.metrics import CategoryAccuracy, MotionShapesJudge
-from vtok_lit.metrics.motionshapes_judge import UNKNOWN
+from vtok_lit.data.motionshapes import QUESTION_CATEGORIES, SHAPES, MotionShapesJudge, generate_motionshapes
+from vtok_lit.data.motionshapes.judge import UNKNOWN
+from vtok_lit.metrics import CategoryAccuracy
 
 JUDGE_CORPUS = replace(TINY_CORPUS, num_train=120, num_val=30, seed=3)
 # Below this in any category, the judge, not the generator, is what the benchmark would measure.
@@ -37,7 +37,7 @@ def read_batch(manifest: Path, image_size: int, limit: int | None = None) -> dic
 def judge_accuracy(batch: dict) -> dict[str, float]:
     questions = [[pair["question"] for pair in clip] for clip in batch["questions"]]
     answers = MotionShapesJudge().answer_clips(batch["video"], questions)
-    accuracy = CategoryAccuracy()
+    accuracy = CategoryAccuracy(QUESTION_CATEGORIES)
     for clip, clip_answers in zip(batch["questions"], answers, strict=True):
         accuracy.update(
             [pair["category"] for pair in clip],

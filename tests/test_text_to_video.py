@@ -31,13 +31,7 @@ TOKENIZERS = [VTokTokenizer, FrameSamplingTokenizer, KeyFrameTokenizer]
 FRAMES, SIDE, TOKEN_DIM, HIDDEN = 4, 32, 16, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second thread gains nothing and, on a busy machine, costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_parts(tokenizer_class=VTokTokenizer, decoder_class=RegressionVideoDecoder, max_seq_len=128):

@@ -9,6 +9,7 @@ from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTo
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel, LMOutput
 from vtok_lit.core.multimodal_sequence import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
 from vtok_lit.modules import VideoLLM
 
@@ -135,7 +136,7 @@ def test_text_vocabulary_larger_than_the_lm_is_refused() -> None:
 
 
 def test_category_accuracy_per_category_and_overall() -> None:
-    metric = CategoryAccuracy()
+    metric = CategoryAccuracy(QUESTION_CATEGORIES)
     metric.update(["color", "color", "counting", "direction"], [True, False, True, True])
     result = metric.compute()
     assert result["color"] == 0.5 and result["counting"] == 1.0 and result["direction"] == 1.0
@@ -143,3 +144,31 @@ def test_category_accuracy_per_category_and_overall() -> None:
     assert result["overall"] == 0.75
     with pytest.raises(ValueError, match="Unknown category 'colour'"):
         metric.update(["colour"], [True])
+
+
+class FavouriteBytesLM(ScriptedLM):
+    """Gives the bytes of one word and the end token high probability at every position."""
+
+    def __init__(self, word: str) -> None:
+        super().__init__(script=[], eos_id=258, vocab_size=260)
+        self.favourites = [*word.encode(), self.eos_id]
+
+    def forward(self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False) -> LMOutput:
+        logits = torch.zeros(*inputs_embeds.shape[:2], self.vocab_size)
+        logits[..., self.favourites] = 5.0
+        return LMOutput(inputs_embeds, logits)
+
+
+@pytest.mark.parametrize(("word", "choice"), [("right", 1), ("left", 0)])
+def test_multiple_choice_is_scored_by_the_options_likelihood(word: str, choice: int) -> None:
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
+    model = VideoLLM(tokenizer, FavouriteBytesLM(word), projector_hidden_dim=32)
+    rows = [
+        (0, {"question": "Which way?", "answer": "B", "options": ["left", "right"]}),
+        (0, {"question": "How many?", "answer": "2"}),
+    ]
+    prefix = model.video_prefix(torch.rand(1, 4, 3, 32, 32))
+    assert model._likelihood_choices(prefix, rows) == [choice, None]
+    # The LM reads the options, lettered, after the question.
+    prompt = model._sequences(prefix, rows[:1], with_answers=False).inputs_embeds[0, -22:, 0]
+    assert bytes(prompt.long().tolist()).decode() == "Which way? (A) left (B) right"[-22:]

@@ -7,25 +7,27 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 
 from vtok_lit.callbacks.video_logging import tensorboard_writers
-from vtok_lit.metrics import normalize_answer
+from vtok_lit.metrics.answer_scoring import is_correct, question_prompt
 
 
-def markdown_table(outputs: dict[str, list[str]], num_rows: int) -> str:
-    """Render the first rows of ``{"categories", "questions", "answers", "predictions"}`` as markdown."""
+def markdown_table(outputs: dict[str, list], num_rows: int) -> str:
+    """Render the first rows of ``{"categories", "questions", "answers", "predictions"}`` (and, for
+    multiple choice, ``"options"``) as markdown, scored as the accuracy metrics score them."""
     lines = ["| category | question | answer | prediction | ok |", "| --- | --- | --- | --- | --- |"]
+    options = outputs.get("options") or [None] * len(outputs["questions"])
     rows = zip(
-        outputs["categories"], outputs["questions"], outputs["answers"], outputs["predictions"], strict=True
+        outputs["categories"],
+        outputs["questions"],
+        outputs["answers"],
+        outputs["predictions"],
+        options,
+        strict=True,
     )
-    for index, (category, question, answer, prediction) in enumerate(rows):
+    for index, (category, question, answer, prediction, choices) in enumerate(rows):
         if index == num_rows:
             break
-        cells = [
-            category,
-            question,
-            answer,
-            prediction,
-            "yes" if normalize_answer(answer) == normalize_answer(prediction) else "no",
-        ]
+        ok = "yes" if is_correct(prediction, answer, choices) else "no"
+        cells = [category, question_prompt(question, choices), answer, prediction, ok]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
@@ -34,7 +36,7 @@ class PredictionTableLogger(Callback):
     """Writes the first validation batch's questions, answers and predictions as a table, each validation.
 
     Works with any module whose ``validation_step`` returns ``questions``, ``answers``, ``predictions``
-    and ``categories`` lists.
+    and ``categories`` lists (and optionally ``options``, each None or a multiple-choice question's options).
     """
 
     def __init__(self, num_rows: int = 16) -> None:

@@ -157,6 +157,15 @@ class VideoTextDataModule(L.LightningDataModule):
             self._splits.setdefault(record.split, []).append(record)
         return self._splits
 
+    def question_categories(self) -> list[str]:
+        """The question categories of the manifest (every split), sorted; call after :meth:`setup`.
+
+        Any category names are fine: metrics report accuracy for each, and questions without one
+        count in the overall figure only.
+        """
+        records = [record for split in self._read_splits().values() for record in split]
+        return sorted({qa.category for record in records for qa in record.qa if qa.category is not None})
+
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[role]
         workers = self.hparams.num_workers

@@ -6,7 +6,9 @@ A line looks like::
      "qa": [{"question": "...", "answer": "...", "category": "direction"}], "split": "train"}
 
 ``qa`` and ``split`` are optional (the split defaults to ``"train"``), other keys are kept as the
-record's ``meta``, and a relative video path is relative to the manifest's folder.
+record's ``meta``, and a relative video path is relative to the manifest's folder. A question's
+free-form ``category`` is optional, and so are the ``options`` of a multiple-choice question
+(``"answer"`` is then one of them or its letter).
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ class QAPair:
         question: The question text.
         answer: The expected answer text.
         category: What the question tests (e.g. ``"direction"``), None when the manifest gives none.
+        options: The choices of a multiple-choice question, None for an open one; ``answer`` is
+            then one of them or its letter (``"A"`` the first).
     """
 
     question: str
     answer: str
     category: str | None = None
+    options: list[str] | None = None
 
 
 @dataclass
@@ -118,11 +123,39 @@ def _parse_line(line: str, manifest: Path, line_number: int) -> ManifestRecord:
 def _parse_qa(item: Any, where: str) -> QAPair:
     if not isinstance(item, dict):
         raise ManifestError(f"{where}: expected an object with 'question' and 'answer', got {item!r}")
+    answer = _string(item, "answer", where, required=True)
+    options = item.get("options")
+    if options is not None:
+        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
+            raise ManifestError(
+                f"{where}: key 'options' must be a list of at least two strings, got {options!r}"
+            )
+        try:
+            option_index(answer, options)
+        except ValueError as err:
+            raise ManifestError(f"{where}: {err}") from err
     return QAPair(
         question=_string(item, "question", where, required=True),
-        answer=_string(item, "answer", where, required=True),
+        answer=answer,
         category=_string(item, "category", where, required=False),
+        options=options,
     )
+
+
+def option_index(answer: str, options: list[str]) -> int:
+    """The option a multiple-choice answer names: its text (case aside) or its letter, ``"A"`` the first.
+
+    Raises:
+        ValueError: The answer names no option.
+    """
+    wanted = answer.strip().casefold()
+    for index, option in enumerate(options):
+        if option.strip().casefold() == wanted:
+            return index
+    if len(wanted) == 1 and 0 <= ord(wanted) - ord("a") < len(options):
+        return ord(wanted) - ord("a")
+    letters = f"A-{chr(ord('A') + len(options) - 1)}"
+    raise ValueError(f"answer {answer!r} is neither one of the options {options} nor a letter {letters}")
 
 
 def _string(entry: dict[str, Any], key: str, where: str, required: bool) -> str | None:

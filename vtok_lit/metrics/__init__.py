@@ -1,8 +1,18 @@
-"""torchmetrics Metrics for the kit's benchmarks, and the rule-based MotionShapes judge."""
+"""torchmetrics Metrics and scoring for any benchmark: answers, categories, clip judges, temporal quality."""
 
-from vtok_lit.metrics.category_accuracy import CategoryAccuracy, normalize_answer
-from vtok_lit.metrics.motionshapes_judge import MotionShapesJudge
+from vtok_lit.metrics.answer_scoring import AnswerAccuracy, is_correct, normalize_answer
+from vtok_lit.metrics.category_accuracy import CategoryAccuracy
+from vtok_lit.metrics.clip_judge import ClipJudge, judge_clips
 from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.metrics.temporal_quality import TemporalQuality
 
-__all__ = ["CategoryAccuracy", "MotionShapesJudge", "ResidualUse", "TemporalQuality", "normalize_answer"]
+__all__ = [
+    "AnswerAccuracy",
+    "CategoryAccuracy",
+    "ClipJudge",
+    "ResidualUse",
+    "TemporalQuality",
+    "is_correct",
+    "judge_clips",
+    "normalize_answer",
+]

@@ -110,6 +110,12 @@ class VTokModule(LightningModule):
             sync_dist=True,  # the total over all processes
         )
 
+    def data_question_categories(self) -> list[str]:
+        """The question categories of the trainer's data, for per-category metrics built at setup;
+        none without a :class:`~vtok_lit.data.VideoTextDataModule`."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return datamodule.question_categories() if hasattr(datamodule, "question_categories") else []
+
     def check_data_matches(self, key: str, data_value: Any, model_key: str, model_value: Any) -> None:
         """Raise a clear error when a data setting disagrees with the model's (e.g. the frame size)."""
         if data_value != model_value:

@@ -21,7 +21,8 @@ from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.core.video_generation_sequence import build_video_generation_sequences, caption_budget
-from vtok_lit.metrics import CategoryAccuracy, MotionShapesJudge, TemporalQuality, normalize_answer
+from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
+from vtok_lit.metrics.answer_scoring import prediction_rows
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
@@ -33,9 +34,10 @@ class TextToVideo(VTokModule):
     statistics. A video token enters the LM through a linear projection plus learned embeddings of its
     kind (spatial / residual / frame) and of its slot (position in the clip's sequence); a token head
     reads each next token off the hidden states.
-    Validation generates a clip per caption; a judge answers the clip's questions from the generated
-    frames (``val/<benchmark>/<category>``), temporal quality is scored VBench-style
-    (``val/vbench/<name>``) and the clip is compared with the real one (``val/psnr_vs_real``).
+    Validation generates a clip per caption of any data; temporal quality is scored VBench-style
+    (``val/vbench/<name>``) and the clip is compared with the real one (``val/psnr_vs_real``). With a
+    ``judge``, the questions it can read (those of its benchmark) are answered from the generated
+    frames and scored like answers (``val/<benchmark>/<category>``); other records are not judged.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class TextToVideo(VTokModule):
         guidance_scale: float = 1.0,
         num_frames: int = 16,
         benchmark: str = "motionshapes",
+        judge: ClipJudge | None = None,
         judge_reconstructions: bool = True,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -87,6 +90,8 @@ class TextToVideo(VTokModule):
             num_frames: Frames of a generated clip; must match the data's num_frames (at least 3 for
                 the temporal scores).
             benchmark: Name in the alignment metric keys, ``val/<benchmark>/<category>``.
+            judge: Answers the questions of its benchmark from generated frames, e.g.
+                ``vtok_lit.data.motionshapes.MotionShapesJudge``; None logs no alignment metrics.
             judge_reconstructions: Also judge the decoder's rendering of the real clip's own tokens,
                 logged as ``val/<benchmark>_reconstructed/<category>``: what a perfect LM would reach
                 with this tokenizer and decoder, the ceiling of the generated clips' alignment.
@@ -128,6 +133,7 @@ class TextToVideo(VTokModule):
         self.guidance_scale = guidance_scale
         self.num_frames = num_frames
         self.benchmark = benchmark
+        self.judge = judge
         self.judge_reconstructions = judge_reconstructions
 
         self.num_video_tokens = tokenizer.num_tokens(num_frames)
@@ -142,10 +148,9 @@ class TextToVideo(VTokModule):
         self.token_head = build_token_head(
             token_head, hidden, tokenizer.token_dim, head_hidden_dim, head_sampling_steps
         )
-        self.judge = MotionShapesJudge()
         for stage in ("val", "test"):
-            setattr(self, f"{stage}_alignment", CategoryAccuracy())
-            setattr(self, f"{stage}_reconstructed_alignment", CategoryAccuracy())
+            setattr(self, f"{stage}_alignment", AnswerAccuracy())
+            setattr(self, f"{stage}_reconstructed_alignment", AnswerAccuracy())
             setattr(self, f"{stage}_temporal", TemporalQuality())
             setattr(self, f"{stage}_psnr", PeakSignalNoiseRatio(data_range=1.0))
 
@@ -167,6 +172,10 @@ class TextToVideo(VTokModule):
         ):
             if data.get(key) is not None:
                 self.check_data_matches(key, data[key], model_key, value)
+        categories = self.data_question_categories()
+        for stage in ("val", "test"):
+            for suffix in ("", "_reconstructed"):
+                setattr(self, f"{stage}{suffix}_alignment", AnswerAccuracy(categories).to(self.device))
 
     def target_tokens(self, video: torch.Tensor) -> VideoTokens:
         """The tokenizer's tokens of real clips ``(B, T, 3, H, W)``, the LM's targets."""
@@ -310,42 +319,23 @@ class TextToVideo(VTokModule):
             temporal.update(generated, frame_features=frame_features.float())
         self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
 
-        rows = [qa for clip in questions for qa in clip]
-        answers = [qa["answer"] for qa in rows]
-        categories = [qa.get("category", "") for qa in rows]
-        predictions, correct = self._judge(generated, questions)
-        getattr(self, f"{stage}_alignment").update(categories, correct)
-        if self.judge_reconstructions:
+        judged, predictions = (
+            ([], []) if self.judge is None else judge_clips(self.judge, generated, questions)
+        )
+        getattr(self, f"{stage}_alignment").update(judged, predictions)
+        if judged and self.judge_reconstructions:
             reconstructed = self.decode(self.tokenizer(video), generator)
             getattr(self, f"{stage}_reconstructed_alignment").update(
-                categories, self._judge(reconstructed, questions)[1]
+                *judge_clips(self.judge, reconstructed, questions)
             )
-        return {
-            "captions": captions,
-            "generated": generated,
-            "questions": [qa["question"] for qa in rows],
-            "answers": answers,
-            "predictions": predictions,
-            "categories": categories,
-        }
-
-    def _judge(self, clips: torch.Tensor, questions: list[list[dict]]) -> tuple[list[str], list[bool]]:
-        """The judge's answers to every clip's questions (flattened) and whether each is right."""
-        texts = [[qa["question"] for qa in clip] for clip in questions]
-        judged = self.judge.answer_clips(clips, texts) if any(texts) else [[] for _ in texts]
-        predictions = [answer for clip in judged for answer in clip]
-        answers = [qa["answer"] for clip in questions for qa in clip]
-        correct = [
-            normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)
-        ]
-        return predictions, correct
+        return {"captions": captions, "generated": generated, **prediction_rows(judged, predictions)}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         temporal = getattr(self, f"{stage}_temporal")
         for suffix in ("", "_reconstructed"):
             alignment = getattr(self, f"{stage}{suffix}_alignment")
-            # Clips without questions (a captions-only manifest) leave nothing to report, not a 0% score.
-            if alignment.total.sum() > 0:
+            # No judged question (no judge, or captions of another benchmark) is nothing to report, not 0%.
+            if alignment.total_all > 0:
                 prefix = f"{stage}/{self.benchmark}{suffix}"
                 self.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
             alignment.reset()

@@ -16,7 +16,13 @@ from vtok_lit.core.multimodal_sequence import LMSequences, build_lm_sequences, n
 from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
-from vtok_lit.metrics import CategoryAccuracy, normalize_answer
+from vtok_lit.metrics import AnswerAccuracy
+from vtok_lit.metrics.answer_scoring import (
+    answer_log_likelihood,
+    likelihood_choices,
+    prediction_rows,
+    question_prompt,
+)
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
 from vtok_lit.modules.checkpoints import load_part_weights
 
@@ -26,7 +32,10 @@ class VideoLLM(VTokModule):
 
     Video tokens pass through an MLP projector into the LM's width, plus a learned embedding of their
     kind (spatial / residual / frame). Validation generates answers greedily and reports exact-match
-    accuracy per question category as ``val/<benchmark>/<category>`` and ``val/<benchmark>/overall``.
+    accuracy after normalisation (:mod:`vtok_lit.metrics.answer_scoring`) per question category of the
+    data as ``val/<benchmark>/<category>`` and ``val/<benchmark>/overall``, the raw match as
+    ``val/<benchmark>/overall_raw``, and for multiple-choice questions the generated and the
+    likelihood-chosen option as ``val/<benchmark>/multiple_choice_generated`` and ``..._likelihood``.
     """
 
     def __init__(
@@ -59,7 +68,8 @@ class VideoLLM(VTokModule):
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
             questions_per_video: Questions drawn per clip and training step (0 = all of them).
             max_answer_tokens: Longest answer generated at validation.
-            benchmark: Name in the metric keys, ``val/<benchmark>/<category>``.
+            benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
+                category the data's questions name.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
@@ -90,8 +100,8 @@ class VideoLLM(VTokModule):
         self.questions_per_video = questions_per_video
         self.max_answer_tokens = max_answer_tokens
         self.benchmark = benchmark
-        self.val_accuracy = CategoryAccuracy()
-        self.test_accuracy = CategoryAccuracy()
+        self.val_accuracy = AnswerAccuracy()
+        self.test_accuracy = AnswerAccuracy()
 
     def checkpoint_identity(self) -> dict[str, str]:
         return {
@@ -100,6 +110,19 @@ class VideoLLM(VTokModule):
             "frame_encoder": type(self.tokenizer.frame_encoder).__name__,
             "language_model": type(self.language_model).__name__,
         }
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        train = getattr(datamodule, "datasets", {}).get("train")
+        if stage == "fit" and train is not None and not any(record.qa for record in train.records):
+            # Otherwise every step is skipped and the run "trains" on nothing until validation.
+            raise ValueError(
+                f"no training clip of {datamodule.manifest_path} has a question ('qa'): VideoLLM "
+                "learns to answer questions; a manifest of captions alone trains TextToVideo"
+            )
+        categories = self.data_question_categories()
+        self.val_accuracy = AnswerAccuracy(categories).to(self.device)
+        self.test_accuracy = AnswerAccuracy(categories).to(self.device)
 
     def video_prefix(
         self, video: torch.Tensor, paths: list[str] | None = None, frame_indices: torch.Tensor | None = None
@@ -133,7 +156,7 @@ class VideoLLM(VTokModule):
         self, prefix: torch.Tensor, rows: list[tuple[int, dict]], with_answers: bool
     ) -> LMSequences:
         text = self.text_tokenizer
-        prompts = [text.encode(qa["question"]) for _, qa in rows]
+        prompts = [text.encode(question_prompt(qa["question"], qa.get("options"))) for _, qa in rows]
         answers = [text.encode(qa["answer"]) + [text.eos_id] for _, qa in rows] if with_answers else None
         return build_lm_sequences(
             prefix[[video_index for video_index, _ in rows]],
@@ -188,18 +211,24 @@ class VideoLLM(VTokModule):
         prefix = self.video_prefix(batch["video"], batch.get("path"), batch.get("frame_indices"))
         self.log(f"{stage}/loss", self._answer_loss(prefix, rows), batch_size=len(rows), sync_dist=True)
         predictions = self._generate(prefix, rows)
-        answers = [qa["answer"] for _, qa in rows]
-        categories = [qa.get("category", "") for _, qa in rows]
-        correct = [
-            normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)
-        ]
-        getattr(self, f"{stage}_accuracy").update(categories, correct)
-        return {
-            "questions": [qa["question"] for _, qa in rows],
-            "answers": answers,
-            "predictions": predictions,
-            "categories": categories,
-        }
+        questions = [qa for _, qa in rows]
+        choices = self._likelihood_choices(prefix, rows)
+        getattr(self, f"{stage}_accuracy").update(questions, predictions, choices)
+        return prediction_rows(questions, predictions)
+
+    def _likelihood_choices(self, prefix: torch.Tensor, rows: list[tuple[int, dict]]) -> list[int | None]:
+        """Each multiple-choice row's option of highest log-likelihood, None for open questions.
+
+        An option is scored with the end token after it, as answers are trained: the likelihood that
+        the whole answer is that option, not a longer text beginning with it.
+        """
+        counts = [len(qa.get("options") or []) for _, qa in rows]
+        option_rows = [(v, {**qa, "answer": option}) for v, qa in rows for option in qa.get("options") or []]
+        if not option_rows:
+            return [None] * len(rows)
+        sequences = self._sequences(prefix, option_rows, with_answers=True)
+        logits = self.language_model(sequences.inputs_embeds, attention_mask=sequences.attention_mask).logits
+        return likelihood_choices(answer_log_likelihood(logits, sequences.labels).tolist(), counts)
 
     def _log_accuracy(self, stage: str) -> None:
         accuracy = getattr(self, f"{stage}_accuracy")
@@ -221,7 +250,9 @@ class VideoLLM(VTokModule):
         self._log_accuracy("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        questions = [[qa["question"] for qa in clip] for clip in batch["questions"]]
+        questions = [
+            [question_prompt(qa["question"], qa.get("options")) for qa in clip] for clip in batch["questions"]
+        ]
         return {
             "path": batch["path"],
             "questions": questions,

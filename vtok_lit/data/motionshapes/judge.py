@@ -2,7 +2,7 @@
 
 In the text-to-video benchmark a model draws a clip from a MotionShapes caption; the judge answers
 that caption's questions from the drawn frames, and its answers are scored against the corpus
-answers (e.g. with :class:`~vtok_lit.metrics.CategoryAccuracy`).
+answers (e.g. with :class:`~vtok_lit.metrics.AnswerAccuracy`).
 
 How it reads a clip, looking only at the first and the last frame:
 
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vtok_lit.data.motionshapes import COLORS, SHAPES, shape_mask
+from vtok_lit.data.motionshapes.vocabulary import COLORS, QUESTION_TEMPLATES, SHAPES, shape_mask
+from vtok_lit.metrics.clip_judge import ClipJudge
 
 UNKNOWN = "unknown"
 # The corpus's default frame side: pixel counts are given for it, and shapes are drawn at it.
@@ -55,16 +56,17 @@ _CENTROID_DROP = {"circle": 0.0, "square": 0.0, "triangle": 1 / 3}
 _COLOR = "|".join(COLORS)
 _SHAPE = "|".join(SHAPES)
 _NAME = rf"({_COLOR}) ({_SHAPE})"
-_TEMPLATES = {
-    "counting": re.compile(r"How many objects are there\?"),
-    "direction": re.compile(rf"Which way does the {_NAME} move\?"),
-    "horizontal": re.compile(rf"At the end, is the {_NAME} left of or right of the {_NAME}\?"),
-    "vertical": re.compile(rf"At the end, is the {_NAME} above or below the {_NAME}\?"),
-    "size": re.compile(rf"What size is the {_NAME}\?"),
-    "color": re.compile(rf"What color is the ({_SHAPE})\?"),
-    "state": re.compile(rf"What happens to the {_NAME}\?"),
-    "motion": re.compile(rf"Is the {_NAME} moving or still\?"),
-}
+
+
+def _pattern(template: str) -> re.Pattern:
+    """A question template as a regex capturing each object's colour and shape (or the shape)."""
+    pattern = re.escape(template)
+    for field, group in (("name", _NAME), ("other", _NAME), ("shape", f"({_SHAPE})")):
+        pattern = pattern.replace(re.escape("{" + field + "}"), group)
+    return re.compile(pattern)
+
+
+_TEMPLATES = {kind: _pattern(template) for kind, template in QUESTION_TEMPLATES.items()}
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class _Object:
     fading: float  # last-frame over first-frame opacity
 
 
-class MotionShapesJudge:
+class MotionShapesJudge(ClipJudge):
     """Answers MotionShapes questions about a clip from its pixels, by rule.
 
     Each threshold is a fraction of the frame side (or, for pixel counts, given for a 64x64 frame
@@ -140,6 +142,10 @@ class MotionShapesJudge:
         self.fade_threshold = fade_threshold
         self._palette = torch.tensor(list(COLORS.values()))  # (C, 3)
 
+    def can_answer(self, question: str) -> bool:
+        """Whether ``question`` is one of the MotionShapes question templates."""
+        return any(template.fullmatch(question.strip()) for template in _TEMPLATES.values())
+
     def answer(self, video: torch.Tensor, question: str) -> str:
         """Answer one question about one clip.
 
@@ -175,7 +181,8 @@ class MotionShapesJudge:
         answers = []
         for video, clip_questions in zip(videos, questions, strict=True):
             parsed = [_parse(question) for question in clip_questions]
-            objects = self._find_objects(video)
+            # A clip without questions (not a MotionShapes record) is not read at all.
+            objects = self._find_objects(video) if parsed else []
             answers.append([self._answer(objects, kind, match) for kind, match in parsed])
         return answers
 

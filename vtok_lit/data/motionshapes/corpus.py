@@ -4,7 +4,8 @@ Every clip holds 1 to ``max_objects`` objects, each a distinct shape in a distin
 red circle" and "the circle" name exactly one object. An object is small or large, moves left,
 right, up or down at constant speed (staying fully inside the frame) or stays still, and grows,
 fades toward the background or stays unchanged. Each clip gets a caption describing every object
-and one question per category that applies (see :data:`QUESTION_CATEGORIES`). A clip with two or
+and one question per category that applies (see
+:data:`~vtok_lit.data.motionshapes.vocabulary.QUESTION_CATEGORIES`). A clip with two or
 more objects also gets, in its caption, the relation its relative-position question asks about
 ("At the end the red circle is left of the blue square."), so every answer can be read off the
 caption alone.
@@ -24,39 +25,30 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from vtok_lit.data.manifest import write_manifest
+from vtok_lit.data.motionshapes.vocabulary import (
+    BACKGROUND,
+    COLORS,
+    DIRECTIONS,
+    QUESTION_TEMPLATES,
+    SHAPES,
+    SIZES,
+    STATES,
+    shape_mask,
+)
 from vtok_lit.data.video_io import write_video
-
-if TYPE_CHECKING:
-    import torch
-
-Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 FORMAT_VERSION = 2
 SPLITS = ("train", "val")
-SHAPES = ("circle", "square", "triangle")
-COLORS = {
-    "red": (0.86, 0.16, 0.16),
-    "green": (0.16, 0.71, 0.24),
-    "blue": (0.16, 0.31, 0.86),
-    "yellow": (0.92, 0.82, 0.16),
-}
-# Half the extent of a shape (circle radius, half a square's side) as a fraction of the frame side.
-SIZES = {"small": 0.07, "large": 0.12}
-DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
-STATES = ("grows", "fades", "unchanged")
-QUESTION_CATEGORIES = ("counting", "direction", "relative_position", "size", "color", "state", "motion")
-
 STILL_PROBABILITY = 0.25
 # Displacement per frame for a 64 px frame, scaled with the frame size: 15-30 px over 16 frames.
 SPEED_RANGE_PX = (1.0, 2.0)
 GROWTH = 1.5  # a growing object ends this many times its first-frame size
 FADE_END_OPACITY = 0.2  # a fading object stays faintly visible so it can still be located at the end
-BACKGROUND = 0.5
 MARGIN_PX = 1.0
 # Positions are redrawn until no two objects overlap in the first or last frame (so counting and
 # relative positions can be read off them). Some attribute draws (three large growing objects
@@ -207,19 +199,6 @@ def _any_overlap(objects: list[_ShapeObject]) -> bool:
     return False
 
 
-def shape_mask(shape: str, dx: Array, dy: Array, half: Array | float) -> Array:
-    """Pixels inside ``shape``, from offsets to its centre and its half size (broadcast).
-
-    Works on numpy arrays and torch tensors alike, so a judge of the clips can draw the same shapes.
-    """
-    if shape == "circle":
-        return dx**2 + dy**2 <= half**2
-    if shape == "square":
-        return (abs(dx) <= half) & (abs(dy) <= half)
-    # An upward triangle: apex at dy = -half, base of width 2 * half at dy = +half.
-    return (abs(dy) <= half) & (abs(dx) <= (dy + half) / 2)
-
-
 def _render(objects: list[_ShapeObject], rng: np.random.Generator, config: MotionShapesConfig) -> np.ndarray:
     """Draw the clip: ``(T, H, W, 3)`` uint8."""
     frames_shape = (config.num_frames, config.image_size, config.image_size, 3)
@@ -246,9 +225,8 @@ class _Relation:
 
     @property
     def question(self) -> str:
-        if self.answer in ("left", "right"):
-            return f"At the end, is the {self.first.name} left of or right of the {self.second.name}?"
-        return f"At the end, is the {self.first.name} above or below the {self.second.name}?"
+        kind = "horizontal" if self.answer in ("left", "right") else "vertical"
+        return QUESTION_TEMPLATES[kind].format(name=self.first.name, other=self.second.name)
 
     @property
     def sentence(self) -> str:
@@ -292,22 +270,26 @@ def _questions(
     def qa(category: str, question: str, answer: str) -> dict[str, str]:
         return {"question": question, "answer": answer, "category": category}
 
-    questions = [qa("counting", "How many objects are there?", str(len(objects)))]
+    def ask(category: str, obj: _ShapeObject, answer: str) -> dict[str, str]:
+        question = QUESTION_TEMPLATES[category].format(name=obj.name, shape=obj.shape)
+        return qa(category, question, answer)
+
+    questions = [qa("counting", QUESTION_TEMPLATES["counting"], str(len(objects)))]
     moving = [obj for obj in objects if obj.direction != "still"]
     if moving:
         obj = pick(moving)
-        questions.append(qa("direction", f"Which way does the {obj.name} move?", obj.direction))
+        questions.append(ask("direction", obj, obj.direction))
     if relation is not None:
         questions.append(qa("relative_position", relation.question, relation.answer))
     obj = pick(objects)
-    questions.append(qa("size", f"What size is the {obj.name}?", obj.size))
+    questions.append(ask("size", obj, obj.size))
     obj = pick(objects)
-    questions.append(qa("color", f"What color is the {obj.shape}?", obj.color))
+    questions.append(ask("color", obj, obj.color))
     obj = pick(objects)
-    questions.append(qa("state", f"What happens to the {obj.name}?", obj.state))
+    questions.append(ask("state", obj, obj.state))
     obj = pick(objects)
     motion = "still" if obj.direction == "still" else "moving"
-    questions.append(qa("motion", f"Is the {obj.name} moving or still?", motion))
+    questions.append(ask("motion", obj, motion))
     return questions
 
 

@@ -1,0 +1,23 @@
+"""MotionShapes, the built-in benchmark: its corpus generator, its vocabulary and its judge."""
+
+from vtok_lit.data.motionshapes.corpus import MotionShapesConfig, ensure_motionshapes, generate_motionshapes
+from vtok_lit.data.motionshapes.judge import MotionShapesJudge
+from vtok_lit.data.motionshapes.vocabulary import (
+    BACKGROUND,
+    COLORS,
+    QUESTION_CATEGORIES,
+    SHAPES,
+    shape_mask,
+)
+
+__all__ = [
+    "BACKGROUND",
+    "COLORS",
+    "QUESTION_CATEGORIES",
+    "SHAPES",
+    "MotionShapesConfig",
+    "MotionShapesJudge",
+    "ensure_motionshapes",
+    "generate_motionshapes",
+    "shape_mask",
+]
