@@ -41,11 +41,12 @@ from vtok_lit.core.tokens import TokenKind  # noqa: E402
 from vtok_lit.data.dataset import square_resize  # noqa: E402
 from vtok_lit.data.manifest import read_manifest  # noqa: E402
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes  # noqa: E402
+from vtok_lit.data.motionshapes.vocabulary import DIRECTIONS as MOVES  # noqa: E402
+from vtok_lit.data.motionshapes.vocabulary import STATES  # noqa: E402
 from vtok_lit.data.video_io import read_clip  # noqa: E402
 from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
 
-DIRECTIONS = ("left", "right", "up", "down", "still")
-STATES = ("grows", "fades", "unchanged")
+DIRECTIONS = (*MOVES, "still")
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FOLDS = 3
 
