@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 import warnings
 from typing import Any, Literal
@@ -49,7 +48,7 @@ class TextToVideo(VTokModule):
         tokenizer_checkpoint: str | None = None,
         freeze_tokenizer: bool = True,
         freeze_decoder: bool = True,
-        token_head: TokenHeadName = "regression",
+        token_head: TokenHeadName = "flow_matching",
         head_hidden_dim: int = 256,
         head_sampling_steps: int = 8,
         visual_loss_weight: float = 1.0,
@@ -224,8 +223,8 @@ class TextToVideo(VTokModule):
         """``loss``, ``visual_loss`` and (when weighted) ``decoder_loss`` of real clips and their captions."""
         tokens = self.target_tokens(video)
         if self.training:
-            self.standardizer.update(tokens.tokens)
-        targets = self.standardizer(tokens.tokens.detach())
+            self.standardizer.update(tokens.tokens, tokens.kinds)
+        targets = self.standardizer(tokens.tokens.detach(), tokens.kinds)
         hidden = self.video_hidden_states(targets, self.caption_ids(captions, caption_dropout))
         visual_loss = self.token_head.loss(hidden.flatten(0, 1), targets.flatten(0, 1))
         losses = {"loss": self.visual_loss_weight * visual_loss, "visual_loss": visual_loss}
@@ -259,7 +258,8 @@ class TextToVideo(VTokModule):
             self.guidance_scale,
             generator,
         )
-        return self.standardizer.inverse(standardized)
+        kinds = self.tokenizer.video_tokens(standardized, self.num_frames).kinds
+        return self.standardizer.inverse(standardized, kinds)
 
     @torch.no_grad()
     def generate(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -269,10 +269,7 @@ class TextToVideo(VTokModule):
 
     def decode(self, tokens: VideoTokens, generator: torch.Generator | None = None) -> torch.Tensor:
         """The decoder's ``(B, T, 3, H, W)`` clips in [0, 1] for generated or real tokens."""
-        # Only sampling decoders (flow matching) take a generator; a regression decoder has no noise.
-        takes_generator = "generator" in inspect.signature(self.decoder.decode).parameters
-        sampling = {"generator": generator} if takes_generator else {}
-        return self.decoder.decode(tokens, self.num_frames, **sampling).clamp(0, 1)
+        return self.decoder.decode(tokens, self.num_frames, generator).clamp(0, 1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch is None:
