@@ -47,6 +47,7 @@ def test_item_holds_resized_frames_and_text(tiny_corpus: Path) -> None:
         "question": counting.question,
         "answer": counting.answer,
         "category": "counting",
+        "options": None,
     }
     assert item["meta"]["objects"] == records[0].meta["objects"]
     same_size = VideoTextDataset(records, num_frames=2, frame_sampling="stride", frame_stride=15)[0]

@@ -6,20 +6,28 @@ A line looks like::
      "qa": [{"question": "...", "answer": "...", "category": "direction"}], "split": "train"}
 
 ``qa`` and ``split`` are optional (the split defaults to ``"train"``), other keys are kept as the
-record's ``meta``, and a relative video path is relative to the manifest's folder.
+record's ``meta``, and a relative video path is relative to the manifest's folder. ``start`` and
+``end`` (seconds, optional) name a segment of a longer video: frames are sampled inside it. A
+multiple-choice question carries ``options`` (a list of at least two distinct strings) and its
+``answer`` is an option's letter (``"A"``, ``"B"``, ...) or its text::
+
+    {"question": "What does the man do?", "options": ["sits", "runs"], "answer": "B"}
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_SPLIT = "train"
-_KNOWN_KEYS = ("video", "caption", "qa", "split")
+_KNOWN_KEYS = ("video", "caption", "qa", "split", "start", "end")
+OPTION_LETTERS = string.ascii_uppercase
 
 
 class ManifestError(ValueError):
@@ -34,11 +42,23 @@ class QAPair:
         question: The question text.
         answer: The expected answer text.
         category: What the question tests (e.g. ``"direction"``), None when the manifest gives none.
+        options: The choices of a multiple-choice question, None for an open-ended one.
     """
 
     question: str
     answer: str
     category: str | None = None
+    options: tuple[str, ...] | None = None
+
+    @property
+    def answer_index(self) -> int | None:
+        """Position of the correct option (the answer as a letter or as an option's text); None
+        for an open-ended question."""
+        if self.options is None:
+            return None
+        if self.answer in self.options:
+            return self.options.index(self.answer)
+        return OPTION_LETTERS.index(self.answer)
 
 
 @dataclass
@@ -50,6 +70,8 @@ class ManifestRecord:
         caption: The caption text.
         qa: Questions about the clip.
         split: The split the clip belongs to, e.g. ``"train"``.
+        start: Start of the segment of the video the record is about, in seconds; None: the start.
+        end: End of the segment (exclusive), in seconds; None: the end of the video.
         line: 1-based line number in the manifest.
         manifest: The manifest file the record comes from, None for a record made in code.
         meta: Every other key of the line, as parsed.
@@ -59,6 +81,8 @@ class ManifestRecord:
     caption: str
     qa: list[QAPair] = field(default_factory=list)
     split: str = DEFAULT_SPLIT
+    start: float | None = None
+    end: float | None = None
     line: int = 0
     manifest: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -104,11 +128,16 @@ def _parse_line(line: str, manifest: Path, line_number: int) -> ManifestRecord:
         raise ManifestError(f"{where}: key 'qa' must be a list, got {qa_entries!r}")
     qa = [_parse_qa(item, f"{where}: qa[{i}]") for i, item in enumerate(qa_entries)]
     split = _string(entry, "split", where, required=False) or DEFAULT_SPLIT
+    start, end = _seconds(entry, "start", where), _seconds(entry, "end", where)
+    if start is not None and end is not None and end <= start:
+        raise ManifestError(f"{where}: segment end {end} must be after start {start}")
     return ManifestRecord(
         video=manifest.parent / video,
         caption=_string(entry, "caption", where, required=True),
         qa=qa,
         split=split,
+        start=start,
+        end=end,
         line=line_number,
         manifest=manifest,
         meta={key: value for key, value in entry.items() if key not in _KNOWN_KEYS},
@@ -118,11 +147,44 @@ def _parse_line(line: str, manifest: Path, line_number: int) -> ManifestRecord:
 def _parse_qa(item: Any, where: str) -> QAPair:
     if not isinstance(item, dict):
         raise ManifestError(f"{where}: expected an object with 'question' and 'answer', got {item!r}")
+    answer = _string(item, "answer", where, required=True)
     return QAPair(
         question=_string(item, "question", where, required=True),
-        answer=_string(item, "answer", where, required=True),
+        answer=answer,
         category=_string(item, "category", where, required=False),
+        options=_options(item, answer, where),
     )
+
+
+def _options(item: dict[str, Any], answer: str, where: str) -> tuple[str, ...] | None:
+    if "options" not in item:
+        return None
+    options = item["options"]
+    if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
+        raise ManifestError(f"{where}: key 'options' must be a list of strings, got {options!r}")
+    if not 2 <= len(options) <= len(OPTION_LETTERS):
+        raise ManifestError(
+            f"{where}: key 'options' needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}"
+        )
+    if len(set(options)) != len(options):
+        raise ManifestError(f"{where}: key 'options' repeats an option: {options!r}")
+    letters = OPTION_LETTERS[: len(options)]
+    if answer not in options and answer not in letters:
+        raise ManifestError(
+            f"{where}: answer {answer!r} is neither an option nor a letter {letters[0]}-{letters[-1]}"
+        )
+    return tuple(options)
+
+
+def _seconds(entry: dict[str, Any], key: str, where: str) -> float | None:
+    if key not in entry:
+        return None
+    value = entry[key]
+    # bool is an int to Python, but `"start": true` is a mistake, not second 1.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ManifestError(f"{where}: key '{key}' must be a non-negative number of seconds, got {value!r}")
+    return float(value)
 
 
 def _string(entry: dict[str, Any], key: str, where: str, required: bool) -> str | None:
