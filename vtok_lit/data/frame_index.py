@@ -28,6 +28,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import av
+    from av.video.reformatter import VideoReformatter
 
 # Frame indices of files a process has opened; an entry is a few arrays, so thousands fit easily.
 _CACHE_SIZE = 4096
@@ -203,8 +204,12 @@ def read_indexed_frames(index: FrameIndex, indices: Sequence[int]) -> np.ndarray
         VideoDecodeError: A wanted frame does not come out of the decoder.
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     index.check_indices(indices)
+    # One reformatter keeps its colour-conversion context across frames; ``frame.to_ndarray`` makes
+    # a new one per frame, which costs more than decoding a small frame.
+    to_rgb = VideoReformatter()
     wanted = sorted(set(indices))
     by_pts: dict[int, np.ndarray] = {}
     try:
@@ -216,12 +221,12 @@ def read_indexed_frames(index: FrameIndex, indices: Sequence[int]) -> np.ndarray
                 if frames is None or last_shown is None or seek_to > last_shown:
                     container.seek(seek_to, stream=stream, backward=True)
                     frames = container.decode(stream)
-                found, last_shown = _decode_to(frames, target)
+                found, last_shown = _decode_to(frames, target, to_rgb)
                 if found is None:
                     # Some demuxers land after the keyframe asked for; the first frame is always a start.
                     container.seek(int(index.seek_pts[0]), stream=stream, backward=True)
                     frames = container.decode(stream)
-                    found, last_shown = _decode_to(frames, target)
+                    found, last_shown = _decode_to(frames, target, to_rgb)
                 if found is None:
                     raise VideoDecodeError(
                         f"{index.path}: frame {position} (timestamp {target}) does not decode"
@@ -232,7 +237,9 @@ def read_indexed_frames(index: FrameIndex, indices: Sequence[int]) -> np.ndarray
     return np.stack([by_pts[int(index.pts[i])] for i in indices])
 
 
-def _decode_to(frames: Iterator[av.VideoFrame], target: int) -> tuple[np.ndarray | None, int | None]:
+def _decode_to(
+    frames: Iterator[av.VideoFrame], target: int, to_rgb: VideoReformatter
+) -> tuple[np.ndarray | None, int | None]:
     """Decode on until the frame shown at ``target``; returns it (None if passed) and the last pts seen."""
     last_shown = None
     for frame in frames:
@@ -240,7 +247,7 @@ def _decode_to(frames: Iterator[av.VideoFrame], target: int) -> tuple[np.ndarray
             continue
         last_shown = frame.pts
         if frame.pts == target:
-            return frame.to_ndarray(format="rgb24"), last_shown
+            return to_rgb.reformat(frame, format="rgb24").to_ndarray(), last_shown
         if frame.pts > target:
             break
     return None, last_shown
