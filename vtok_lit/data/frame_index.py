@@ -123,7 +123,7 @@ def build_frame_index(path: str | os.PathLike) -> FrameIndex:
                 # from the first packet is the only start a sequential decode has too.
                 keys[0] = True
             seek_pts = dts[keys][np.cumsum(keys) - 1]
-            decoded = _decode_tail(container, stream, int(seek_pts[-1]), path)
+            decoded = _decode_tail(container, stream, pts, seek_pts, path)
             time_base = stream.time_base or Fraction(1, 1)
             rate = float(stream.average_rate or 0)
             header_frames = int(stream.frames or 0)
@@ -153,8 +153,8 @@ def _demux(
     """Presentation and decode timestamps and keyframe flags of the packets that show a frame."""
     pts, dts, keys = [], [], []
     for packet in container.demux(stream):
-        # Empty packets flush the demuxer; discarded ones (outside an edit list) decode but are
-        # never shown.
+        # The empty packet at the end flushes the decoder; discarded ones (outside an edit list)
+        # decode but are never shown.
         if packet.size == 0 or packet.is_discard:
             continue
         if packet.is_corrupt:
@@ -172,18 +172,31 @@ def _demux(
 
 
 def _decode_tail(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, seek_to: int, path: str
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    pts: np.ndarray,
+    seek_pts: np.ndarray,
+    path: str,
 ) -> np.ndarray:
-    """Timestamps of the frames that decode from the keyframe at ``seek_to`` to the end."""
+    """Timestamps of the frames that decode from the last keyframe to the end."""
     import av
 
-    decoded = []
-    container.seek(seek_to, stream=stream, backward=True)
     try:
-        decoded = [frame.pts for frame in container.decode(stream)]
+        decoded = _decoded_pts(container, stream, int(seek_pts[-1]))
+        last_key_pts = pts[seek_pts == seek_pts[-1]][0]
+        if not decoded.size or decoded.min() > last_key_pts:
+            # The seek landed after the keyframe (or nothing came out): decode it all to be sure.
+            decoded = _decoded_pts(container, stream, int(seek_pts[0]))
     except av.InvalidDataError as err:
         raise VideoDecodeError(f"{path} is damaged: its last frames do not decode: {err}") from err
-    return np.asarray([t for t in decoded if t is not None], np.int64)
+    return decoded
+
+
+def _decoded_pts(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, seek_to: int
+) -> np.ndarray:
+    container.seek(seek_to, stream=stream, backward=True)
+    return np.asarray([frame.pts for frame in container.decode(stream) if frame.pts is not None], np.int64)
 
 
 def read_indexed_frames(index: FrameIndex, indices: Sequence[int]) -> np.ndarray:
