@@ -67,9 +67,10 @@ class VideoTextDataModule(L.LightningDataModule):
             image_size: Side of the square frames (shorter side resized, longer side centre-cropped).
             batch_size: Clips per batch.
             num_workers: DataLoader worker processes; 0 reads in the main process.
-            bad_video_policy: ``"raise"``: a missing, undecodable or too short video is an error
-                naming its manifest line; ``"skip"``: it is dropped with a warning (missing files
-                at setup, the others from their batch, counted in ``"num_skipped"``).
+            bad_video_policy: ``"raise"``: a missing, undecodable, damaged (truncated, corrupt) or
+                too short video is an error naming its manifest line; ``"skip"``: it is dropped
+                with a warning (missing files at setup, the others from their batch, counted in
+                ``"num_skipped"``).
             video_backend: The decoder: ``"pyav"`` seeks to the keyframe before each sampled frame;
                 ``"decord"`` decodes from the first frame, since its seeking returns wrong frames on
                 B-frame content. Both give the frames a sequential decode gives
