@@ -188,6 +188,16 @@ def test_variable_frame_rate_times_come_from_timestamps(hard_clips: dict[str, Pa
     assert np.allclose(np.diff(index.times), [0.02 if i % 4 else 0.09 for i in range(39)], atol=1e-3)
 
 
+def test_fps_sampling_of_variable_frame_rate_takes_the_frame_on_screen(hard_clips: dict[str, Path]) -> None:
+    path = hard_clips["vfr.mp4"]
+    with av.open(str(path)) as container:
+        shown = np.array([frame.time for frame in container.decode(video=0)])
+    shown -= shown[0]
+    _, indices = read_clip(path, 12, "fps", target_fps=10)
+    on_screen = [int(np.flatnonzero(shown <= k / 10 + 1e-9)[-1]) for k in range(12)]
+    assert indices.tolist() == on_screen
+
+
 @pytest.mark.parametrize("backend", VIDEO_BACKENDS)
 @pytest.mark.parametrize("clip", ["vfr.mp4", "mpeg4_bframes.avi"])
 def test_sampling_stays_inside_the_segment(hard_clips: dict[str, Path], clip: str, backend: str) -> None:

@@ -55,6 +55,7 @@ def sample_frame_indices(
     target_fps: float | None = None,
     *,
     path: str | os.PathLike | None = None,
+    frame_times: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Choose which frames of a clip to read.
 
@@ -69,6 +70,9 @@ def sample_frame_indices(
         source_fps: Frame rate of the clip, for ``"fps"``.
         target_fps: Frame rate to resample to, for ``"fps"``.
         path: The video, only to name it in errors.
+        frame_times: ``(num_available,)`` seconds of each frame from the first; given, ``"fps"``
+            finds the frame on screen at each target time from them, which a variable frame rate
+            needs; else from ``source_fps``.
 
     Returns:
         ``(num_frames,)`` long tensor of frame indices, non-decreasing.
@@ -87,9 +91,19 @@ def sample_frame_indices(
         if source_fps is None or source_fps <= 0:
             raise VideoDecodeError(f"{path}: frame rate unknown ({source_fps}), cannot resample to fps")
         # The epsilon keeps exact multiples (e.g. 30 fps -> 10 fps) from flooring one frame short.
-        times = torch.arange(num_frames, dtype=torch.float64) * (source_fps / target_fps)
-        indices = torch.floor(times + 1e-6).long()
-        needed = int(indices[-1]) + 1
+        targets = torch.arange(num_frames, dtype=torch.float64) / target_fps + 1e-6
+        if frame_times is None:
+            frame_times = np.arange(num_available) / source_fps
+        times = torch.from_numpy(np.asarray(frame_times, np.float64))
+        # The frame on screen at a time is the last one shown at or before it; the last frame
+        # stays on screen for one frame period.
+        indices = torch.searchsorted(times, targets, right=True) - 1
+        ends_in_clip = num_available and targets[-1] < times[-1] + 1 / source_fps
+        needed = (
+            int(indices[-1]) + 1
+            if ends_in_clip
+            else max(int(targets[-1] * source_fps) + 1, num_available + 1)
+        )
     if num_available < needed:
         raise VideoTooShortError(
             f"{path}: {num_available} frames available, {mode} sampling of {num_frames} frames needs {needed}"
@@ -227,8 +241,9 @@ def read_clip(
         raise ValueError(f"video backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
     index = frame_index(path)
     first, available = segment_frames(index, start, end)
+    times = index.times[first : first + available]
     indices = first + sample_frame_indices(
-        available, num_frames, mode, stride, index.fps, target_fps, path=path
+        available, num_frames, mode, stride, index.fps, target_fps, path=path, frame_times=times - times[0]
     )
     return _read(index, indices.tolist(), backend), indices
 
