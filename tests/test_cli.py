@@ -43,6 +43,7 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in out
+    assert "vtok-lit import --help" in out
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:

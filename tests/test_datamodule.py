@@ -56,10 +56,10 @@ def test_item_holds_resized_frames_and_text(tiny_corpus: Path) -> None:
     )
 
 
-def test_pyav_backend_gives_the_same_items(tiny_corpus: Path) -> None:
+def test_decord_backend_gives_the_same_items(tiny_corpus: Path) -> None:
     records = read_manifest(tiny_corpus)[:3]
-    decord_items = VideoTextDataset(records, num_frames=8, image_size=32)
-    pyav_items = VideoTextDataset(records, num_frames=8, image_size=32, video_backend="pyav")
+    decord_items = VideoTextDataset(records, num_frames=8, image_size=32, video_backend="decord")
+    pyav_items = VideoTextDataset(records, num_frames=8, image_size=32)
     for index in range(len(records)):
         assert torch.equal(pyav_items[index]["video"], decord_items[index]["video"])
         assert torch.equal(pyav_items[index]["frame_indices"], decord_items[index]["frame_indices"])

@@ -46,6 +46,7 @@ def test_missing_manifest_is_named(tmp_path: Path) -> None:
 
 
 GOOD_LINE = {"video": "a.mp4", "caption": "a caption"}
+MC = {"question": "What does he do?", "options": ["sits", "runs"], "answer": "B"}
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,20 @@ GOOD_LINE = {"video": "a.mp4", "caption": "a caption"}
         (json.dumps({**GOOD_LINE, "qa": [{"question": "q"}]}), r"qa\[0\]: missing key 'answer'"),
         (json.dumps({**GOOD_LINE, "qa": [{"question": "q", "answer": 1}]}), r"qa\[0\]: key 'answer' must be"),
         (json.dumps({**GOOD_LINE, "qa": [{"question": "q", "answer": "a", "category": 2}]}), "'category'"),
+        (json.dumps({**GOOD_LINE, "start": "1s"}), "key 'start' must be a non-negative number of seconds"),
+        (json.dumps({**GOOD_LINE, "end": -2}), "key 'end' must be a non-negative number"),
+        (json.dumps({**GOOD_LINE, "start": True}), "key 'start' must be a non-negative number"),
+        (json.dumps({**GOOD_LINE, "start": 3, "end": 2.5}), "segment end 2.5 must be after start 3"),
+        (json.dumps({**GOOD_LINE, "qa": [{**MC, "options": "a, b"}]}), "'options' must be a list of strings"),
+        (
+            json.dumps({**GOOD_LINE, "qa": [{**MC, "options": ["a"]}]}),
+            "'options' needs 2 to 26 options, got 1",
+        ),
+        (json.dumps({**GOOD_LINE, "qa": [{**MC, "options": ["a", "a"]}]}), "repeats an option"),
+        (
+            json.dumps({**GOOD_LINE, "qa": [{**MC, "answer": "C"}]}),
+            "answer 'C' is neither an option nor a letter A-B",
+        ),
     ],
 )
 def test_bad_line_names_the_manifest_the_line_and_the_key(
@@ -73,3 +88,17 @@ def test_bad_line_names_the_manifest_the_line_and_the_key(
     manifest.write_text(json.dumps(GOOD_LINE) + "\n" + bad_line + "\n")
     with pytest.raises(ManifestError, match=rf"bad\.jsonl line 2: .*{message}"):
         read_manifest(manifest)
+
+
+def test_segments_and_multiple_choice_are_parsed(tmp_path: Path) -> None:
+    lines = [
+        {**GOOD_LINE, "start": 1, "end": 2.5, "qa": [MC, {**MC, "answer": "sits", "category": "action"}]},
+        {**GOOD_LINE, "start": 4},
+    ]
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(manifest, lines)
+    first, second = read_manifest(manifest)
+    assert (first.start, first.end, second.start, second.end) == (1.0, 2.5, 4.0, None)
+    assert first.meta == {} and first.qa[0].options == ("sits", "runs")
+    assert [pair.answer_index for pair in first.qa] == [1, 0]
+    assert QAPair("q", "a").answer_index is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,12 +52,24 @@ def main(args: Sequence[str] | dict[str, Any] | None = None, run: bool = True) -
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        parser_kwargs={"version": f"vtok-lit {__version__}"},
+        parser_kwargs={
+            "version": f"vtok-lit {__version__}",
+            "epilog": "Import a data set into a manifest: vtok-lit import --help",
+        },
         args=args,
         run=run,
     )
 
 
 def console_main() -> None:
-    """Entry point of the ``vtok-lit`` script and ``python -m vtok_lit`` (exit status 0 on success)."""
+    """Entry point of the ``vtok-lit`` script and ``python -m vtok_lit`` (exit status 0 on success).
+
+    ``vtok-lit import FORMAT ...`` imports a data set into a manifest
+    (:mod:`vtok_lit.data.importers`); it is no Trainer method, so it is dispatched before
+    LightningCLI parses the command line.
+    """
+    if sys.argv[1:2] == ["import"]:
+        from vtok_lit.data.importers import main as import_main
+
+        sys.exit(import_main(sys.argv[2:], prog="vtok-lit import"))
     main()

@@ -43,7 +43,7 @@ class VideoTextDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         bad_video_policy: BadVideoPolicy = "raise",
-        video_backend: VideoBackend = "decord",
+        video_backend: VideoBackend = "pyav",
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
@@ -67,11 +67,14 @@ class VideoTextDataModule(L.LightningDataModule):
             image_size: Side of the square frames (shorter side resized, longer side centre-cropped).
             batch_size: Clips per batch.
             num_workers: DataLoader worker processes; 0 reads in the main process.
-            bad_video_policy: ``"raise"``: a missing, undecodable or too short video is an error
-                naming its manifest line; ``"skip"``: it is dropped with a warning (missing files
-                at setup, the others from their batch, counted in ``"num_skipped"``).
-            video_backend: The decoder, ``"decord"`` (faster on short clips) or ``"pyav"`` (faster on
-                long, large clips: ``benchmarks/results/data_loading.md``); the frames are the same.
+            bad_video_policy: ``"raise"``: a missing, undecodable, damaged (truncated, corrupt) or
+                too short video is an error naming its manifest line; ``"skip"``: it is dropped
+                with a warning (missing files at setup, the others from their batch, counted in
+                ``"num_skipped"``).
+            video_backend: The decoder: ``"pyav"`` seeks to the keyframe before each sampled frame;
+                ``"decord"`` decodes from the first frame, since its seeking returns wrong frames on
+                B-frame content. Both give the frames a sequential decode gives
+                (``benchmarks/results/data_loading.md`` compares their speed).
             train_split: Manifest split used for training.
             val_split: Manifest split used for validation and prediction.
             test_split: Manifest split used for testing; the validation split when the manifest

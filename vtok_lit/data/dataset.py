@@ -31,9 +31,10 @@ _BAD_VIDEO_ERRORS = (FileNotFoundError, VideoDecodeError, VideoTooShortError)
 class VideoTextDataset(Dataset):
     """Clips of a manifest, each read as ``num_frames`` sampled frames resized to a square.
 
-    An item is a dict with ``"video"`` (``(T, 3, H, W)`` float32 in ``[0, 1]``), ``"frame_indices"``
-    (``(T,)`` long), ``"caption"`` (str), ``"questions"`` (list of dicts with ``question``,
-    ``answer`` and ``category``), ``"path"`` (str) and ``"meta"`` (the record's extra keys). With
+    Frames are sampled inside the record's segment (``start``/``end``) when it names one. An item is
+    a dict with ``"video"`` (``(T, 3, H, W)`` float32 in ``[0, 1]``), ``"frame_indices"`` (``(T,)``
+    long, in the whole video), ``"caption"`` (str), ``"questions"`` (list of dicts with ``question``,
+    ``answer``, ``category`` and ``options``), ``"path"`` (str) and ``"meta"`` (the record's extra keys). With
     ``bad_video_policy="skip"`` an unreadable clip gives None; :func:`collate_video_text` drops it.
     """
 
@@ -46,7 +47,7 @@ class VideoTextDataset(Dataset):
         target_fps: float | None = None,
         image_size: int = 64,
         bad_video_policy: BadVideoPolicy = "raise",
-        video_backend: VideoBackend = "decord",
+        video_backend: VideoBackend = "pyav",
     ) -> None:
         """Create the dataset.
 
@@ -60,7 +61,8 @@ class VideoTextDataset(Dataset):
                 (bilinear, antialiased) and the longer one centre-cropped.
             bad_video_policy: ``"raise"`` re-raises a missing, undecodable or too short video's
                 error naming the manifest line; ``"skip"`` warns and returns None for it.
-            video_backend: The decoder: ``"decord"`` or ``"pyav"`` (same frames, other speed).
+            video_backend: The decoder: ``"pyav"`` or ``"decord"``; both give the frames of a
+                sequential decode.
         """
         check_frame_sampling(num_frames, frame_sampling, frame_stride, target_fps)
         if image_size < 1:
@@ -93,6 +95,8 @@ class VideoTextDataset(Dataset):
                 self.frame_stride,
                 self.target_fps,
                 self.video_backend,
+                record.start,
+                record.end,
             )
         except _BAD_VIDEO_ERRORS as err:
             if self.bad_video_policy == "raise":

@@ -6,22 +6,28 @@ A line looks like::
      "qa": [{"question": "...", "answer": "...", "category": "direction"}], "split": "train"}
 
 ``qa`` and ``split`` are optional (the split defaults to ``"train"``), other keys are kept as the
-record's ``meta``, and a relative video path is relative to the manifest's folder. A question's
-free-form ``category`` is optional, and so are the ``options`` of a multiple-choice question
-(``"answer"`` is then one of them or its letter).
+record's ``meta``, and a relative video path is relative to the manifest's folder. ``start`` and
+``end`` (seconds, optional) name a segment of a longer video: frames are sampled inside it. A
+multiple-choice question carries ``options`` (a list of at least two distinct strings) and its
+``answer`` is an option's letter (``"A"``, ``"B"``, ...) or its text::
+
+    {"question": "What does the man do?", "options": ["sits", "runs"], "answer": "B"}
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Mapping
+import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_SPLIT = "train"
-_KNOWN_KEYS = ("video", "caption", "qa", "split")
+_KNOWN_KEYS = ("video", "caption", "qa", "split", "start", "end")
+OPTION_LETTERS = string.ascii_uppercase
 
 
 class ManifestError(ValueError):
@@ -43,7 +49,13 @@ class QAPair:
     question: str
     answer: str
     category: str | None = None
-    options: list[str] | None = None
+    options: tuple[str, ...] | None = None
+
+    @property
+    def answer_index(self) -> int | None:
+        """Position of the correct option (the answer as a letter or as an option's text); None
+        for an open-ended question."""
+        return None if self.options is None else option_index(self.answer, self.options)
 
 
 @dataclass
@@ -55,6 +67,8 @@ class ManifestRecord:
         caption: The caption text.
         qa: Questions about the clip.
         split: The split the clip belongs to, e.g. ``"train"``.
+        start: Start of the segment of the video the record is about, in seconds; None: the start.
+        end: End of the segment (exclusive), in seconds; None: the end of the video.
         line: 1-based line number in the manifest.
         manifest: The manifest file the record comes from, None for a record made in code.
         meta: Every other key of the line, as parsed.
@@ -64,6 +78,8 @@ class ManifestRecord:
     caption: str
     qa: list[QAPair] = field(default_factory=list)
     split: str = DEFAULT_SPLIT
+    start: float | None = None
+    end: float | None = None
     line: int = 0
     manifest: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -109,11 +125,16 @@ def _parse_line(line: str, manifest: Path, line_number: int) -> ManifestRecord:
         raise ManifestError(f"{where}: key 'qa' must be a list, got {qa_entries!r}")
     qa = [_parse_qa(item, f"{where}: qa[{i}]") for i, item in enumerate(qa_entries)]
     split = _string(entry, "split", where, required=False) or DEFAULT_SPLIT
+    start, end = _seconds(entry, "start", where), _seconds(entry, "end", where)
+    if start is not None and end is not None and end <= start:
+        raise ManifestError(f"{where}: segment end {end} must be after start {start}")
     return ManifestRecord(
         video=manifest.parent / video,
         caption=_string(entry, "caption", where, required=True),
         qa=qa,
         split=split,
+        start=start,
+        end=end,
         line=line_number,
         manifest=manifest,
         meta={key: value for key, value in entry.items() if key not in _KNOWN_KEYS},
@@ -124,25 +145,34 @@ def _parse_qa(item: Any, where: str) -> QAPair:
     if not isinstance(item, dict):
         raise ManifestError(f"{where}: expected an object with 'question' and 'answer', got {item!r}")
     answer = _string(item, "answer", where, required=True)
-    options = item.get("options")
-    if options is not None:
-        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
-            raise ManifestError(
-                f"{where}: key 'options' must be a list of at least two strings, got {options!r}"
-            )
-        try:
-            option_index(answer, options)
-        except ValueError as err:
-            raise ManifestError(f"{where}: {err}") from err
     return QAPair(
         question=_string(item, "question", where, required=True),
         answer=answer,
         category=_string(item, "category", where, required=False),
-        options=options,
+        options=_options(item, answer, where),
     )
 
 
-def option_index(answer: str, options: list[str]) -> int:
+def _options(item: dict[str, Any], answer: str, where: str) -> tuple[str, ...] | None:
+    if "options" not in item:
+        return None
+    options = item["options"]
+    if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
+        raise ManifestError(f"{where}: key 'options' must be a list of strings, got {options!r}")
+    if not 2 <= len(options) <= len(OPTION_LETTERS):
+        raise ManifestError(
+            f"{where}: key 'options' needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}"
+        )
+    if len(set(options)) != len(options):
+        raise ManifestError(f"{where}: key 'options' repeats an option: {options!r}")
+    try:
+        option_index(answer, options)
+    except ValueError as err:
+        raise ManifestError(f"{where}: {err}") from err
+    return tuple(options)
+
+
+def option_index(answer: str, options: Sequence[str]) -> int:
     """The option a multiple-choice answer names: its text (case aside) or its letter, ``"A"`` the first.
 
     Raises:
@@ -156,6 +186,17 @@ def option_index(answer: str, options: list[str]) -> int:
         return ord(wanted) - ord("a")
     letters = f"A-{chr(ord('A') + len(options) - 1)}"
     raise ValueError(f"answer {answer!r} is neither one of the options {options} nor a letter {letters}")
+
+
+def _seconds(entry: dict[str, Any], key: str, where: str) -> float | None:
+    if key not in entry:
+        return None
+    value = entry[key]
+    # bool is an int to Python, but `"start": true` is a mistake, not second 1.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ManifestError(f"{where}: key '{key}' must be a non-negative number of seconds, got {value!r}")
+    return float(value)
 
 
 def _string(entry: dict[str, Any], key: str, where: str, required: bool) -> str | None:

@@ -1,35 +1,31 @@
-"""Reading and writing video files, and choosing which frames of a clip to read.
+"""Reading and writing video files, and choosing which frames of a clip (or segment) to read.
 
-decord and PyAV are imported inside the functions that need them so that importing the package
-stays fast, and a ``VideoReader`` is opened per call: a reader made in the parent process does
-not survive being forked into DataLoader workers.
+Every backend returns the frames a sequential decode gives at the requested indices; frame counts
+and timestamps come from :mod:`vtok_lit.data.frame_index`. decord and PyAV are imported inside the
+functions that need them so that importing the package stays fast, and a decord ``VideoReader`` is
+opened per call: a reader made in the parent process does not survive being forked into DataLoader
+workers.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    import av
-    import decord
+from vtok_lit.data.frame_index import FrameIndex, VideoDecodeError, frame_index, read_indexed_frames
 
 FrameSampling = Literal["uniform", "stride", "fps"]
 FRAME_SAMPLING_MODES: tuple[str, ...] = ("uniform", "stride", "fps")
-# decord is faster on short clips; PyAV on long, large ones (benchmarks/results/data_loading.md).
-VideoBackend = Literal["decord", "pyav"]
-VIDEO_BACKENDS: tuple[str, ...] = ("decord", "pyav")
-
-
-class VideoDecodeError(ValueError):
-    """A video file exists but cannot be decoded."""
+# PyAV seeks to keyframes; decord decodes from the first frame (its seeking is not exact), so PyAV
+# is the faster of the two on long clips (benchmarks/results/data_loading.md).
+VideoBackend = Literal["pyav", "decord"]
+VIDEO_BACKENDS: tuple[str, ...] = ("pyav", "decord")
 
 
 class VideoTooShortError(ValueError):
@@ -59,6 +55,7 @@ def sample_frame_indices(
     target_fps: float | None = None,
     *,
     path: str | os.PathLike | None = None,
+    frame_times: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Choose which frames of a clip to read.
 
@@ -73,6 +70,9 @@ def sample_frame_indices(
         source_fps: Frame rate of the clip, for ``"fps"``.
         target_fps: Frame rate to resample to, for ``"fps"``.
         path: The video, only to name it in errors.
+        frame_times: ``(num_available,)`` seconds of each frame from the first; given, ``"fps"``
+            finds the frame on screen at each target time from them, which a variable frame rate
+            needs; else from ``source_fps``.
 
     Returns:
         ``(num_frames,)`` long tensor of frame indices, non-decreasing.
@@ -91,9 +91,19 @@ def sample_frame_indices(
         if source_fps is None or source_fps <= 0:
             raise VideoDecodeError(f"{path}: frame rate unknown ({source_fps}), cannot resample to fps")
         # The epsilon keeps exact multiples (e.g. 30 fps -> 10 fps) from flooring one frame short.
-        times = torch.arange(num_frames, dtype=torch.float64) * (source_fps / target_fps)
-        indices = torch.floor(times + 1e-6).long()
-        needed = int(indices[-1]) + 1
+        targets = torch.arange(num_frames, dtype=torch.float64) / target_fps + 1e-6
+        if frame_times is None:
+            frame_times = np.arange(num_available) / source_fps
+        times = torch.from_numpy(np.asarray(frame_times, np.float64))
+        # The frame on screen at a time is the last one shown at or before it; the last frame
+        # stays on screen for one frame period.
+        indices = torch.searchsorted(times, targets, right=True) - 1
+        ends_in_clip = num_available and targets[-1] < times[-1] + 1 / source_fps
+        needed = (
+            int(indices[-1]) + 1
+            if ends_in_clip
+            else max(int(targets[-1] * source_fps) + 1, num_available + 1)
+        )
     if num_available < needed:
         raise VideoTooShortError(
             f"{path}: {num_available} frames available, {mode} sampling of {num_frames} frames needs {needed}"
@@ -101,125 +111,99 @@ def sample_frame_indices(
     return indices
 
 
-def _open_reader(path: str | os.PathLike) -> decord.VideoReader:
-    import decord
+def _read_with_decord(index: FrameIndex, indices: Sequence[int]) -> np.ndarray:
+    """Read frames with decord by decoding from the first frame on, which is exact.
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(errno.ENOENT, "No such video file", str(path))
-    try:
-        return decord.VideoReader(str(path))
-    except (RuntimeError, decord.DECORDError) as err:
-        raise VideoDecodeError(f"cannot decode {path}: {_ffmpeg_reason(path, err)}") from err
-
-
-def _ffmpeg_reason(path: str | os.PathLike, decord_error: Exception) -> str:
-    """FFmpeg's own reason a file does not open.
-
-    decord's exception only says "Error reading <path>..." and logs the reason to stderr; opening
-    the file with PyAV gives the same FFmpeg reason as text.
+    decord's seeking (``get_batch``, ``skip_frames``) returns other frames than those asked for on
+    B-frame content (MPEG-4 Part 2 in AVI: frames after the first keyframe off by several places),
+    so only its sequential ``next`` is used.
     """
-    import av
-
-    try:
-        with av.open(str(path)):
-            pass
-    except av.FFmpegError as err:
-        return err.strerror or str(err)
-    return str(decord_error)
-
-
-def _read_batch(reader: decord.VideoReader, path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
     import decord
 
-    num_available = len(reader)
-    out_of_range = [i for i in indices if not 0 <= i < num_available]
-    if out_of_range:
-        raise IndexError(f"{path}: frame indices {out_of_range[:5]} out of range for {num_available} frames")
-    try:
-        frames = reader.get_batch(list(indices)).asnumpy()
-    except (RuntimeError, decord.DECORDError) as err:
-        # decord 0.6 cannot copy out frames of some widths (16, 24, 48 and 72 px among them:
-        # dmlc/decord#336) although FFmpeg decodes them; PyAV reads those.
-        frames = _read_with_pyav(path, indices, err)
-    return torch.from_numpy(frames)
-
-
-def _decode_with_pyav(container: av.container.InputContainer, indices: Sequence[int]) -> np.ndarray | None:
-    """Decodes from the start up to the last wanted frame; None when the stream ends before it."""
     wanted = set(indices)
     decoded = {}
-    for index, frame in enumerate(container.decode(video=0)):
-        if index in wanted:
-            decoded[index] = frame.to_ndarray(format="rgb24")
-        if len(decoded) == len(wanted):
-            return np.stack([decoded[index] for index in indices])
-    return None
-
-
-def _read_with_pyav(path: str | os.PathLike, indices: Sequence[int], decord_error: Exception) -> np.ndarray:
-    import av
-
     try:
-        with av.open(str(path)) as container:
-            frames = _decode_with_pyav(container, indices)
-    except av.FFmpegError as err:
-        raise VideoDecodeError(f"cannot decode {path}: {decord_error}; PyAV: {err}") from err
-    if frames is None:
-        raise VideoDecodeError(f"cannot decode {path}: {decord_error}")
-    return frames
+        reader = decord.VideoReader(index.path)
+        for position in range(max(wanted) + 1):
+            frame = reader.next()
+            if position in wanted:
+                decoded[position] = frame.asnumpy()
+    except StopIteration:
+        raise VideoDecodeError(f"{index.path}: decord's decode ends before frame {max(wanted)}") from None
+    except (RuntimeError, decord.DECORDError):
+        # decord 0.6 cannot open or copy out frames of some widths (16, 24, 48 and 72 px among them:
+        # dmlc/decord#336) that FFmpeg decodes; the frame index reads those.
+        return read_indexed_frames(index, indices)
+    return np.stack([decoded[i] for i in indices])
 
 
-def _read_clip_with_pyav(
-    path: str | os.PathLike, num_frames: int, mode: FrameSampling, stride: int, target_fps: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`read_clip` with PyAV alone: the frame count and rate from the container, one open."""
-    import av
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(errno.ENOENT, "No such video file", str(path))
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            available, fps = stream.frames, float(stream.average_rate or 0)
-            if available <= 0:  # a container that does not store its frame count
-                available = sum(1 for _ in container.decode(video=0))
-                container.seek(0)
-            indices = sample_frame_indices(available, num_frames, mode, stride, fps, target_fps, path=path)
-            frames = _decode_with_pyav(container, indices.tolist())
-    except (av.FFmpegError, IndexError) as err:  # IndexError: no video stream
-        raise VideoDecodeError(f"cannot decode {path}: {err}") from err
-    if frames is None:
-        raise VideoDecodeError(f"cannot decode {path}: the stream ends before frame {int(indices.max())}")
-    return torch.from_numpy(frames), indices
+def _read(index: FrameIndex, indices: Sequence[int], backend: VideoBackend) -> torch.Tensor:
+    if backend not in VIDEO_BACKENDS:
+        raise ValueError(f"video backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
+    if backend == "decord":
+        index.check_indices(indices)
+        return torch.from_numpy(_read_with_decord(index, indices))
+    return torch.from_numpy(read_indexed_frames(index, indices))
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """Decode the given frames of a video.
+def read_frames(
+    path: str | os.PathLike, indices: Sequence[int] | torch.Tensor, backend: VideoBackend = "pyav"
+) -> torch.Tensor:
+    """Decode the given frames of a video: the frames a sequential decode gives at those places.
 
     Args:
         path: The video file.
         indices: Frame indices, each in ``[0, num_frames)``; repeats are allowed.
+        backend: The decoder, ``"pyav"`` (seeks to keyframes) or ``"decord"`` (decodes from the start).
 
     Returns:
         ``(T, H, W, 3)`` uint8 RGB frames.
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        VideoDecodeError: The file cannot be decoded.
+        VideoDecodeError: The file cannot be decoded or is damaged.
     """
-    reader = _open_reader(path)
-    return _read_batch(reader, path, torch.as_tensor(indices).tolist())
+    return _read(frame_index(path), torch.as_tensor(indices).tolist(), backend)
 
 
 def video_info(path: str | os.PathLike) -> tuple[int, float]:
-    """Return ``(num_frames, fps)`` of a video.
+    """Return ``(num_frames, fps)`` of a video: the frames a sequential decode gives and their rate.
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        VideoDecodeError: The file cannot be decoded.
+        VideoDecodeError: The file cannot be decoded or is damaged.
     """
-    reader = _open_reader(path)
-    return len(reader), float(reader.get_avg_fps())
+    index = frame_index(path)
+    return index.num_frames, index.fps
+
+
+def segment_frames(
+    index: FrameIndex, start: float | None = None, end: float | None = None
+) -> tuple[int, int]:
+    """The frames shown in ``[start, end)`` seconds from a video's first frame.
+
+    Returns:
+        ``(first, count)``: the first frame of the segment and how many frames it holds.
+
+    Raises:
+        ValueError: ``start`` is negative or ``end`` is not after ``start``.
+        VideoTooShortError: No frame is shown in the segment.
+    """
+    if start is None and end is None:
+        return 0, index.num_frames
+    begin = 0.0 if start is None else start
+    if begin < 0 or (end is not None and end <= begin):
+        raise ValueError(f"{index.path}: a segment needs 0 <= start < end, got start={start}, end={end}")
+    times = index.times
+    # Timestamps are rounded to the time base, so a frame exactly at a bound may land a hair off it.
+    tolerance = 1e-6
+    first = int(np.searchsorted(times, begin - tolerance, side="left"))
+    stop = index.num_frames if end is None else int(np.searchsorted(times, end - tolerance, side="left"))
+    if stop <= first:
+        raise VideoTooShortError(
+            f"{index.path}: no frame in the segment {begin}-{end} s of a {times[-1]:.3f} s video"
+        )
+    return first, stop - first
 
 
 def read_clip(
@@ -228,9 +212,11 @@ def read_clip(
     mode: FrameSampling = "uniform",
     stride: int = 1,
     target_fps: float | None = None,
-    backend: VideoBackend = "decord",
+    backend: VideoBackend = "pyav",
+    start: float | None = None,
+    end: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample frame indices for a video and decode them, opening the file once.
+    """Sample frame indices for a video (or a segment of it) and decode those frames.
 
     Args:
         path: The video file.
@@ -238,25 +224,28 @@ def read_clip(
         mode: Frame sampling, see :func:`sample_frame_indices`.
         stride: Step between frames for ``"stride"``.
         target_fps: Frame rate to resample to for ``"fps"``.
-        backend: The decoder, ``"decord"`` or ``"pyav"``; both give the same frames.
+        backend: The decoder, ``"pyav"`` or ``"decord"``; both give the frames a sequential decode
+            gives.
+        start: Start of the segment to sample from, in seconds from the first frame; None: the start.
+        end: End of the segment (exclusive), in seconds; None: the end of the video.
 
     Returns:
-        ``(T, H, W, 3)`` uint8 RGB frames and their ``(T,)`` long frame indices.
+        ``(T, H, W, 3)`` uint8 RGB frames and their ``(T,)`` long frame indices in the whole video.
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        VideoDecodeError: The file cannot be decoded.
-        VideoTooShortError: The video has too few frames for the sampling.
+        VideoDecodeError: The file cannot be decoded or is damaged.
+        VideoTooShortError: The video (or segment) has too few frames for the sampling.
     """
     if backend not in VIDEO_BACKENDS:
         raise ValueError(f"video backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
-    if backend == "pyav":
-        return _read_clip_with_pyav(path, num_frames, mode, stride, target_fps)
-    reader = _open_reader(path)
-    indices = sample_frame_indices(
-        len(reader), num_frames, mode, stride, float(reader.get_avg_fps()), target_fps, path=path
+    index = frame_index(path)
+    first, available = segment_frames(index, start, end)
+    times = index.times[first : first + available]
+    indices = first + sample_frame_indices(
+        available, num_frames, mode, stride, index.fps, target_fps, path=path, frame_times=times - times[0]
     )
-    return _read_batch(reader, path, indices.tolist()), indices
+    return _read(index, indices.tolist(), backend), indices
 
 
 def write_video(
