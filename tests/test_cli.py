@@ -12,6 +12,7 @@ import torch
 from vtok_lit import __version__
 from vtok_lit.cli import main
 from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
+from vtok_lit.modules.checkpoints import NotACheckpointError
 
 CONF = Path(__file__).parent / "conf"
 
@@ -158,6 +159,39 @@ def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
                     "--trainer.max_steps=0",
                     "--model.init_args.tokenizer.class_path=vtok_lit.core.KeyFrameTokenizer",
                     f"--model.init_args.tokenizer_checkpoint={checkpoint}",
+                ),
+            ]
+        )
+
+
+def test_checkpoint_of_other_components_is_refused(tmp_path: Path) -> None:
+    # As `validate -c experiments/understanding/naive.yaml --ckpt_path <a VTok run's checkpoint>`.
+    vtok = main(["fit", *understanding_args(tmp_path / "vtok")])
+    checkpoint = next(Path(vtok.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    naive = "--model.init_args.tokenizer.class_path=vtok_lit.core.FrameSamplingTokenizer"
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"model.tokenizer: checkpoint vtok_lit.core.VTokTokenizer, config .*FrameSamplingTokenizer",
+    ):
+        main(["validate", *understanding_args(tmp_path / "naive", naive), f"--ckpt_path={checkpoint}"])
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "is empty"), (b"\x80garbage" * 8, "is not a checkpoint"), (b"PK\x03\x04" + bytes(60), "is not a")],
+)
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path: Path, content: bytes, reason: str) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(NotACheckpointError, match=rf"{bad} {reason}") as error:
+        main(["validate", *run_args(tmp_path), f"--ckpt_path={bad}"])
+    assert "weights_only=False" not in str(error.value)
+    with pytest.raises(ValueError, match=rf"{bad} (is empty|is not a checkpoint)"):
+        main(
+            [
+                "fit",
+                *understanding_args(
+                    tmp_path, "--trainer.max_steps=0", f"--model.init_args.tokenizer_checkpoint={bad}"
                 ),
             ]
         )

@@ -1,7 +1,14 @@
-"""Callbacks that write media and tables to TensorBoard."""
+"""Callbacks: media and tables in TensorBoard, a checkpoint when a run is interrupted."""
 
 from vtok_lit.callbacks.generated_video_logging import GeneratedVideoLogger
+from vtok_lit.callbacks.interrupt import InterruptCheckpoint
 from vtok_lit.callbacks.prediction_table import PredictionTableLogger
 from vtok_lit.callbacks.video_logging import ReconstructionLogger, tensorboard_writers
 
-__all__ = ["GeneratedVideoLogger", "PredictionTableLogger", "ReconstructionLogger", "tensorboard_writers"]
+__all__ = [
+    "GeneratedVideoLogger",
+    "InterruptCheckpoint",
+    "PredictionTableLogger",
+    "ReconstructionLogger",
+    "tensorboard_writers",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from vtok_lit.data.video_io import FrameSampling, VideoBackend
 _MISSING_SHOWN = 5
 # A frozen dataclass, so one shared default instance is safe.
 _DEFAULT_CORPUS = MotionShapesConfig()
+
+
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl+C and SIGTERM reach a loader's workers too: ignored there, they let the main process finish
+    its step and checkpoint (InterruptCheckpoint) instead of finding its workers gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -164,6 +172,7 @@ class VideoTextDataModule(L.LightningDataModule):
             "num_workers": workers,
             "collate_fn": collate_video_text,
             "persistent_workers": workers > 0,
+            "worker_init_fn": _leave_signals_to_the_main_process if workers > 0 else None,
         }
         if not shuffle:
             return DataLoader(dataset, batch_size=self.hparams.batch_size, **options)
