@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from vtok_lit import __version__
+from vtok_lit.callbacks import NoUsableDataError
 from vtok_lit.cli import main
+from vtok_lit.data.manifest import read_manifest, write_manifest
 from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
 from vtok_lit.modules.checkpoints import NotACheckpointError
 
@@ -195,3 +197,69 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path: Path, content: bytes, r
                 ),
             ]
         )
+
+
+def manifest_of(tmp_path: Path, tiny_corpus: Path, bad_splits: tuple[str, ...], with_qa: bool = True) -> Path:
+    """The tiny corpus's manifest with every clip of ``bad_splits`` replaced by a corrupt file."""
+    lines = []
+    for record in read_manifest(tiny_corpus):
+        video = str(record.video)
+        if record.split in bad_splits:
+            video = str(tmp_path / f"corrupt_{record.line}.mp4")
+            Path(video).write_bytes(b"\x00garbage" * 64)
+        qa = [vars(pair) for pair in record.qa] if with_qa else []
+        lines.append({"video": video, "caption": record.caption, "qa": qa, "split": record.split})
+    write_manifest(tmp_path / "manifest.jsonl", lines)
+    return tmp_path / "manifest.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("bad_split", "message"), [("train", "gave a loss to train on"), ("val", "held a readable clip")]
+)
+def test_a_split_of_unreadable_clips_stops_the_run(
+    tmp_path: Path, tiny_corpus: Path, bad_split: str, message: str
+) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, (bad_split,))
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with pytest.raises(
+        NoUsableDataError,
+        match=rf"No batch of split '{bad_split}' \(for {bad_split}\) {message} in epoch \d; its clips are "
+        rf"unreadable, e.g.:\n  {tmp_path}/manifest.jsonl line \d+: cannot decode .*corrupt_\d+.mp4",
+    ):
+        main(["fit", *run_args(tmp_path, *skip, "--trainer.num_sanity_val_steps=0")])
+
+
+def test_a_split_whose_every_file_is_missing_is_named(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, ("train",))
+    for corrupt in tmp_path.glob("corrupt_*.mp4"):
+        corrupt.unlink()
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with (
+        pytest.warns(UserWarning, match="skipping 8 of 12"),
+        pytest.raises(
+            FileNotFoundError,
+            match=r"split 'train' \(for train\) of .*: every one of its 8 video files is missing",
+        ),
+    ):
+        main(["fit", *run_args(tmp_path, *skip)])
+
+
+def test_missing_files_are_counted_as_skipped_videos(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, ())
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:1] + [lines[1].replace("train_", "gone_")] + lines[2:]) + "\n")
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with pytest.warns(UserWarning, match="skipping 1 of 12 clips whose video file is missing"):
+        cli = main(
+            ["fit", *run_args(tmp_path, *skip, "--trainer.max_steps=2", "--trainer.val_check_interval=2")]
+        )
+    # Two steps of batch 4 read the 8 training clips once, the missing one among them.
+    assert cli.trainer.logged_metrics["data/skipped_videos"] == 1
+
+
+def test_video_llm_on_clips_without_questions_is_an_error(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, (), with_qa=False)
+    with pytest.raises(
+        ValueError, match=r"no clip of split 'train' \(for train\) in .*manifest.jsonl has any"
+    ):
+        main(["fit", *understanding_args(tmp_path, f"--data.init_args.manifest={manifest}")])

@@ -73,3 +73,10 @@ def test_bad_line_names_the_manifest_the_line_and_the_key(
     manifest.write_text(json.dumps(GOOD_LINE) + "\n" + bad_line + "\n")
     with pytest.raises(ManifestError, match=rf"bad\.jsonl line 2: .*{message}"):
         read_manifest(manifest)
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_bytes(b'{"video": "a.mp4", "caption": "ok"}\n{"video": "b.mp4", "caption": "caf\xe9"}\n')
+    with pytest.raises(ManifestError, match=rf"{manifest} line 2: not UTF-8 text \(byte 0xe9 at column 35\)"):
+        read_manifest(manifest)

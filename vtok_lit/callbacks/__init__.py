@@ -1,5 +1,6 @@
-"""Callbacks: media and tables in TensorBoard, a checkpoint when a run is interrupted."""
+"""Callbacks: media and tables in TensorBoard, a checkpoint when a run is interrupted, data checks."""
 
+from vtok_lit.callbacks.data_guard import NoUsableDataError, RequireUsableData
 from vtok_lit.callbacks.generated_video_logging import GeneratedVideoLogger
 from vtok_lit.callbacks.interrupt import InterruptCheckpoint
 from vtok_lit.callbacks.prediction_table import PredictionTableLogger
@@ -8,7 +9,9 @@ from vtok_lit.callbacks.video_logging import ReconstructionLogger, tensorboard_w
 __all__ = [
     "GeneratedVideoLogger",
     "InterruptCheckpoint",
+    "NoUsableDataError",
     "PredictionTableLogger",
+    "RequireUsableData",
     "ReconstructionLogger",
     "tensorboard_writers",
 ]

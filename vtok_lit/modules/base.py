@@ -6,10 +6,12 @@ from typing import Any, Literal
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 
 from vtok_lit import __version__
+from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
 
@@ -55,6 +57,10 @@ class VTokModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
         }
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Part of every module: an epoch of data it cannot use stops the run with an error.
+        return [RequireUsableData()]
 
     def checkpoint_identity(self) -> dict[str, str]:
         """What a checkpoint must match to be loaded into this module (class names of the parts)."""

@@ -101,6 +101,17 @@ class VideoLLM(VTokModule):
             "language_model": type(self.language_model).__name__,
         }
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for role, dataset in getattr(datamodule, "datasets", {}).items():
+            if not any(record.qa for record in dataset.records):
+                split = datamodule.splits.get(role, role)
+                raise ValueError(
+                    f"VideoLLM learns from, is scored on and answers questions, but no clip of split "
+                    f"{split!r} "
+                    f"(for {role}) in {datamodule.manifest_path} has any: add 'qa' to its manifest lines."
+                )
+
     def video_prefix(
         self, video: torch.Tensor, paths: list[str] | None = None, frame_indices: torch.Tensor | None = None
     ) -> torch.Tensor:
