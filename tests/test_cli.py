@@ -263,3 +263,24 @@ def test_video_llm_on_clips_without_questions_is_an_error(tmp_path: Path, tiny_c
         ValueError, match=r"no clip of split 'train' \(for train\) in .*manifest.jsonl has any"
     ):
         main(["fit", *understanding_args(tmp_path, f"--data.init_args.manifest={manifest}")])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("--model.init_args.tokenizer.init_args.grid_size=0", r"grid_size must be at least 1, got 0"),
+        ("--model.init_args.tokenizer.init_args.grid_size=-2", r"grid_size must be at least 1, got -2"),
+        (
+            "--model.init_args.tokenizer.init_args.frame_encoder.init_args.patch_size=5",
+            r"model.init_args.tokenizer.init_args.frame_encoder.init_args.patch_size=5 does not divide the "
+            r"frame side data.init_args.image_size=32",
+        ),
+        (
+            "--model.init_args.tokenizer.init_args.grid_size=9",
+            r"model.init_args.tokenizer.init_args.grid_size=9 is larger than the 8x8 feature map",
+        ),
+    ],
+)
+def test_tokenizer_settings_that_cannot_work_are_named(tmp_path: Path, setting: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        main(["fit", *run_args(tmp_path, setting, "--trainer.max_steps=1")])

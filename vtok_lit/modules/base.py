@@ -14,6 +14,7 @@ from vtok_lit import __version__
 from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
+from vtok_lit.core.tokenizers import VideoTokenizer
 
 
 class CheckpointMismatchError(ValueError):
@@ -115,6 +116,35 @@ class VTokModule(LightningModule):
             batch_size=1,
             sync_dist=True,  # the total over all processes
         )
+
+    def check_frames_fit(self, tokenizer: VideoTokenizer) -> None:
+        """Refuse frames (the data's ``image_size``) that the frame encoder's patches do not tile, or
+        whose feature map is smaller than the tokenizer's grid (pooling would repeat cells)."""
+        image_size = self.data_setting("image_size")
+        if image_size is None:
+            return
+        key = "model.init_args.tokenizer.init_args"
+        encoder = tokenizer.frame_encoder
+        patch_size = getattr(encoder, "patch_size", None)
+        if isinstance(patch_size, int) and image_size % patch_size:
+            raise ValueError(
+                f"{key}.frame_encoder.init_args.patch_size={patch_size} does not divide the frame side "
+                f"data.init_args.image_size={image_size}."
+            )
+        was_training = encoder.training
+        with torch.no_grad():
+            height, width = encoder.eval()(torch.zeros(1, 3, image_size, image_size)).shape[-2:]
+        encoder.train(was_training)
+        if tokenizer.grid_size > min(height, width):
+            raise ValueError(
+                f"{key}.grid_size={tokenizer.grid_size} is larger than the {height}x{width} feature map the "
+                f"frame encoder makes of data.init_args.image_size={image_size} frames."
+            )
+
+    def data_setting(self, key: str) -> Any:
+        """A hyperparameter of the trainer's datamodule (``image_size``, ``num_frames``), None if unknown."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "hparams", {}).get(key)
 
     def check_data_matches(self, key: str, data_value: Any, model_key: str, model_value: Any) -> None:
         """Raise a clear error when a data setting disagrees with the model's (e.g. the frame size)."""

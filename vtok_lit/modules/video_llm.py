@@ -102,6 +102,7 @@ class VideoLLM(VTokModule):
         }
 
     def setup(self, stage: str) -> None:
+        self.check_frames_fit(self.tokenizer)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         for role, dataset in getattr(datamodule, "datasets", {}).items():
             if not any(record.qa for record in dataset.records):
