@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from vtok_lit import __version__
 from vtok_lit.callbacks import NoUsableDataError
 from vtok_lit.cli import main
 from vtok_lit.data.manifest import read_manifest, write_manifest
+from vtok_lit.data.video_io import read_frames
 from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
 from vtok_lit.modules.checkpoints import NotACheckpointError
 
@@ -284,3 +286,30 @@ def test_video_llm_on_clips_without_questions_is_an_error(tmp_path: Path, tiny_c
 def test_tokenizer_settings_that_cannot_work_are_named(tmp_path: Path, setting: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         main(["fit", *run_args(tmp_path, setting, "--trainer.max_steps=1")])
+
+
+def test_predict_writes_files_and_prints_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
+    checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    predicted = main(["predict", *run_args(tmp_path / "pretraining"), f"--ckpt_path={checkpoint}"])
+    table = Path(predicted.trainer.log_dir) / "predictions" / "predictions.jsonl"
+    assert str(table) in capsys.readouterr().err
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert len(rows) == 4  # the corpus's 4 validation clips
+    frames = read_frames(table.parent / rows[0]["reconstruction"], range(8))
+    assert frames.shape == (8, 32, 32, 3) and rows[0]["reconstruction"] == "val_00000_reconstructed.mp4"
+
+    understanding = main(["fit", *understanding_args(tmp_path / "understanding")])
+    checkpoint = next(Path(understanding.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    out = tmp_path / "answers"
+    main(
+        [
+            "predict",
+            *understanding_args(tmp_path / "understanding"),
+            f"--ckpt_path={checkpoint}",
+            f"--prediction_writer.output_dir={out}",
+        ]
+    )
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len(rows[0]["answers"]) == len(rows[0]["questions"]) > 0
+    assert all(isinstance(answer, str) for row in rows for answer in row["answers"])

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from vtok_lit import __version__
 from vtok_lit.callbacks.interrupt import EXIT_SIGTERM, InterruptCheckpoint, RunInterrupted
+from vtok_lit.callbacks.prediction_writer import PredictionWriter
 from vtok_lit.data.datamodule import VideoTextDataModule
 from vtok_lit.modules.base import CheckpointMismatchError, VTokModule
 from vtok_lit.modules.checkpoints import find_last_checkpoint, read_checkpoint
@@ -36,10 +37,12 @@ def component_classes(model: Any, key: str = "model") -> dict[str, str]:
 
 class VTokCLI(LightningCLI):
     """LightningCLI that resolves ``--ckpt_path last`` to the run's latest checkpoint, refuses a checkpoint
-    whose components differ from the config's, and saves a checkpoint when a fit is interrupted."""
+    whose components differ from the config's, saves a checkpoint when a fit is interrupted and writes
+    what ``predict`` returns to files."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")

@@ -1,9 +1,10 @@
-"""Callbacks: media and tables in TensorBoard, a checkpoint when a run is interrupted, data checks."""
+"""Callbacks: media and tables in TensorBoard, a checkpoint on interrupt, data checks, prediction files."""
 
 from vtok_lit.callbacks.data_guard import NoUsableDataError, RequireUsableData
 from vtok_lit.callbacks.generated_video_logging import GeneratedVideoLogger
 from vtok_lit.callbacks.interrupt import InterruptCheckpoint
 from vtok_lit.callbacks.prediction_table import PredictionTableLogger
+from vtok_lit.callbacks.prediction_writer import PredictionWriter
 from vtok_lit.callbacks.video_logging import ReconstructionLogger, tensorboard_writers
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "InterruptCheckpoint",
     "NoUsableDataError",
     "PredictionTableLogger",
+    "PredictionWriter",
     "RequireUsableData",
     "ReconstructionLogger",
     "tensorboard_writers",
