@@ -78,23 +78,29 @@ class PredictionWriter(BasePredictionWriter):
                 )
             ]
         if "reconstruction" in prediction:
-            rows = []
-            for path, clip in zip(prediction["path"], prediction["reconstruction"], strict=True):
-                name = f"{Path(path).stem}_reconstructed.mp4"
-                write_video(self.directory / name, video_frames(clip), fps=self.fps)
-                rows.append({"video": path, "reconstruction": name})
-            return rows
+            names = [f"{Path(path).stem}_reconstructed.mp4" for path in prediction["path"]]
+            self._write_clips(names, prediction["reconstruction"])
+            return [
+                {"video": path, "reconstruction": name}
+                for path, name in zip(prediction["path"], names, strict=True)
+            ]
         if "generated" in prediction:
-            rows = []
-            for caption, clip in zip(prediction["captions"], prediction["generated"], strict=True):
-                name = f"generated_{rank}_{self.num_rows + len(rows):05d}.mp4"
-                write_video(self.directory / name, video_frames(clip), fps=self.fps)
-                rows.append({"caption": caption, "generated": name})
-            return rows
+            names = [
+                f"generated_{rank}_{self.num_rows + i:05d}.mp4" for i in range(len(prediction["captions"]))
+            ]
+            self._write_clips(names, prediction["generated"])
+            return [
+                {"caption": text, "generated": name}
+                for text, name in zip(prediction["captions"], names, strict=True)
+            ]
         raise ValueError(
             f"PredictionWriter cannot write a prediction with keys {sorted(prediction)}: expected 'answers', "
             "'reconstruction' or 'generated'."
         )
+
+    def _write_clips(self, names: list[str], clips: torch.Tensor) -> None:
+        for name, clip in zip(names, clips, strict=True):
+            write_video(self.directory / name, video_frames(clip), fps=self.fps)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         print(f"Predictions: {self.num_rows} rows in {self.table}, clips beside it.", file=sys.stderr)
