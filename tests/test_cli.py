@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,9 +137,13 @@ def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:
         main(["validate", *understanding_args(tmp_path / "understanding"), f"--ckpt_path={checkpoint}"])
 
 
-def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
+def test_tokenizer_checkpoint_initialises_the_video_llm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
     checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
+    caplog.set_level(logging.INFO)
     understanding = main(
         [
             "fit",
@@ -148,6 +154,10 @@ def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
             ),
         ]
     )
+    # Which checkpoint became the tokenizer, and how far its run had trained, is said.
+    assert re.search(
+        rf"tokenizer weights loaded from {checkpoint}: step 4, epoch \d+; .*val/psnr=\d", caplog.text
+    ), caplog.text
     pretrained = pretraining.model.tokenizer.state_dict()
     for name, value in understanding.model.tokenizer.state_dict().items():
         torch.testing.assert_close(value, pretrained[name])

@@ -69,6 +69,13 @@ class VTokModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
+        # What the weights were worth when saved, so a run that loads them can say so.
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        checkpoint["vtok_lit"]["val_metrics"] = {
+            name: float(value)
+            for name, value in metrics.items()
+            if name.startswith("val/") and value.numel() == 1
+        }
         # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
         # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
         # DDP every rank takes rank 0's state; all ranks start from the same seed).

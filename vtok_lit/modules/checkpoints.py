@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from vtok_lit.modules.base import CheckpointMismatchError
@@ -129,3 +130,13 @@ def load_part_weights(part: nn.Module, checkpoint_path: str, prefix: str) -> Non
             f"The {prefix} weights in {checkpoint_path} do not fit this run's {type(part).__name__} "
             f"(was it trained with other sizes?):\n{error}"
         ) from error
+    rank_zero_info(f"{prefix} weights loaded from {Path(checkpoint_path).resolve()}: {describe(checkpoint)}")
+
+
+def describe(checkpoint: dict[str, Any]) -> str:
+    """``"step 900, epoch 7; val/psnr=27.31, ..."``: how far the checkpoint's run had trained."""
+    where = f"step {checkpoint.get('global_step', '?')}, epoch {checkpoint.get('epoch', '?')}"
+    metrics = checkpoint.get("vtok_lit", {}).get("val_metrics")
+    if not metrics:
+        return f"{where}; no validation metrics recorded with it"
+    return f"{where}; " + ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
