@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from vtok_lit import __version__
 from vtok_lit.callbacks import NoUsableDataError
@@ -99,6 +101,16 @@ def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> N
         torch.testing.assert_close(value, trained[name], msg=f"{name} differs after load_from_checkpoint")
     assert "val/psnr" in cli.trainer.logged_metrics
     assert "val/psnr_repeat_key" in cli.trainer.logged_metrics
+    # TensorBoard's HPARAMS tab: the hyperparameters, with the final validation figures beside them.
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    session = HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    )
+    assert session.session_start_info.hparams["tokenizer/init_args/grid_size"].number_value == 2
+    assert events.Scalars("hp/val/psnr")[0].value == pytest.approx(
+        cli.trainer.logged_metrics["val/psnr"].item()
+    )
 
 
 def test_validate_with_ckpt_path(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from vtok_lit import __version__
@@ -70,18 +71,30 @@ class VTokModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
         # What the weights were worth when saved, so a run that loads them can say so.
-        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
-        checkpoint["vtok_lit"]["val_metrics"] = {
-            name: float(value)
-            for name, value in metrics.items()
-            if name.startswith("val/") and value.numel() == 1
-        }
+        checkpoint["vtok_lit"]["val_metrics"] = self.validation_figures()
         # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
         # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
         # DDP every rank takes rank 0's state; all ranks start from the same seed).
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def validation_figures(self) -> dict[str, float]:
+        """The latest ``val/...`` scalars the trainer holds (empty without a trainer or a validation)."""
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        return {
+            name: float(value)
+            for name, value in metrics.items()
+            if name.startswith("val/") and value.numel() == 1
+        }
+
+    def on_train_end(self) -> None:
+        # TensorBoard's HPARAMS tab shows a run's hyperparameters only next to metrics: a finished run
+        # writes them with its last validation figures, as hp/val/... (step 0).
+        figures = {f"hp/{name}": value for name, value in self.validation_figures().items()}
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger) and figures:
+                logger.log_hyperparams(self.hparams, metrics=figures)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("vtok_lit")
