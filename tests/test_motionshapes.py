@@ -3,6 +3,8 @@
 import json
 import multiprocessing
 import re
+import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
@@ -270,3 +272,22 @@ def test_long_travels_stay_inside_the_frame(image_size: int, num_frames: int) ->
             low = obj.largest_half_size + 1.0 - 1e-6
             for centre in (obj.start, obj.end):
                 assert all(low <= c <= image_size - low for c in centre), (index, obj)
+
+
+def test_a_second_process_with_other_parameters_leaves_a_corpus_in_use_alone(tmp_path: Path) -> None:
+    small = replace(TINY_CORPUS, num_train=3, num_val=1)
+    manifest = ensure_motionshapes(tmp_path, small, processes=1)
+    before = {clip: clip.read_bytes() for clip in (tmp_path / "clips").iterdir()}
+    # As a second `vtok-lit fit` with another corpus size on the data_dir this run reads.
+    code = (
+        "import sys; from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes; "
+        "ensure_motionshapes(sys.argv[1], MotionShapesConfig(num_train=2, num_val=1), processes=1)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (
+        f"CorpusFolderError: MotionShapes data_dir {tmp_path} holds a corpus of other parameters"
+        in result.stderr
+    )
+    assert {clip: clip.read_bytes() for clip in (tmp_path / "clips").iterdir()} == before
+    assert len(read_manifest(manifest)) == 4
