@@ -24,26 +24,28 @@ class RequireUsableData(Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self._usable = 0
+        self._seen = self._usable = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._usable = 0
+        self._seen = self._usable = 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *_: Any
     ) -> None:
         # A module's training_step returns None for a batch it cannot use (no clip, no question).
+        self._seen += 1
         self._usable += outputs is not None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, "train", "gave a loss to train on")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._usable = 0
+        self._seen = self._usable = 0
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
     ) -> None:
+        self._seen += 1
         self._usable += batch is not None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,7 +54,8 @@ class RequireUsableData(Callback):
             self._check(trainer, "val", "held a readable clip")
 
     def _check(self, trainer: L.Trainer, role: str, what: str) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self._usable == 0, all=True):
+        # An epoch this process saw no batch of (a run resumed at its very end) proves nothing.
+        if not trainer.strategy.reduce_boolean_decision(self._seen > 0 and self._usable == 0, all=True):
             return
         datamodule = trainer.datamodule
         split = getattr(datamodule, "splits", {}).get(role, role)
