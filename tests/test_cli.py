@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from vtok_lit import __version__
+from vtok_lit.callbacks import NoUsableDataError
 from vtok_lit.cli import main
+from vtok_lit.data.manifest import read_manifest, write_manifest
+from vtok_lit.data.video_io import read_frames
 from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
+from vtok_lit.modules.checkpoints import NotACheckpointError
 
 CONF = Path(__file__).parent / "conf"
 
@@ -93,6 +102,16 @@ def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> N
         torch.testing.assert_close(value, trained[name], msg=f"{name} differs after load_from_checkpoint")
     assert "val/psnr" in cli.trainer.logged_metrics
     assert "val/psnr_repeat_key" in cli.trainer.logged_metrics
+    # TensorBoard's HPARAMS tab: the hyperparameters, with the final validation figures beside them.
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    session = HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    )
+    assert session.session_start_info.hparams["tokenizer/init_args/grid_size"].number_value == 2
+    assert events.Scalars("hp/val/psnr")[0].value == pytest.approx(
+        cli.trainer.logged_metrics["val/psnr"].item()
+    )
 
 
 def test_validate_with_ckpt_path(tmp_path: Path) -> None:
@@ -131,9 +150,13 @@ def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:
         main(["validate", *understanding_args(tmp_path / "understanding"), f"--ckpt_path={checkpoint}"])
 
 
-def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
+def test_tokenizer_checkpoint_initialises_the_video_llm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
     checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
+    caplog.set_level(logging.INFO)
     understanding = main(
         [
             "fit",
@@ -144,6 +167,10 @@ def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
             ),
         ]
     )
+    # Which checkpoint became the tokenizer, and how far its run had trained, is said.
+    assert re.search(
+        rf"tokenizer weights loaded from {checkpoint}: step 4, epoch \d+; .*val/psnr=\d", caplog.text
+    ), caplog.text
     pretrained = pretraining.model.tokenizer.state_dict()
     for name, value in understanding.model.tokenizer.state_dict().items():
         torch.testing.assert_close(value, pretrained[name])
@@ -162,3 +189,150 @@ def test_tokenizer_checkpoint_initialises_the_video_llm(tmp_path: Path) -> None:
                 ),
             ]
         )
+
+
+def test_checkpoint_of_other_components_is_refused(tmp_path: Path) -> None:
+    # As `validate -c experiments/understanding/naive.yaml --ckpt_path <a VTok run's checkpoint>`.
+    vtok = main(["fit", *understanding_args(tmp_path / "vtok")])
+    checkpoint = next(Path(vtok.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    naive = "--model.init_args.tokenizer.class_path=vtok_lit.core.FrameSamplingTokenizer"
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"model.tokenizer: checkpoint vtok_lit.core.VTokTokenizer, config .*FrameSamplingTokenizer",
+    ):
+        main(["validate", *understanding_args(tmp_path / "naive", naive), f"--ckpt_path={checkpoint}"])
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "is empty"), (b"\x80garbage" * 8, "is not a checkpoint"), (b"PK\x03\x04" + bytes(60), "is not a")],
+)
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path: Path, content: bytes, reason: str) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(NotACheckpointError, match=rf"{bad} {reason}") as error:
+        main(["validate", *run_args(tmp_path), f"--ckpt_path={bad}"])
+    assert "weights_only=False" not in str(error.value)
+    with pytest.raises(ValueError, match=rf"{bad} (is empty|is not a checkpoint)"):
+        main(
+            [
+                "fit",
+                *understanding_args(
+                    tmp_path, "--trainer.max_steps=0", f"--model.init_args.tokenizer_checkpoint={bad}"
+                ),
+            ]
+        )
+
+
+def manifest_of(tmp_path: Path, tiny_corpus: Path, bad_splits: tuple[str, ...], with_qa: bool = True) -> Path:
+    """The tiny corpus's manifest with every clip of ``bad_splits`` replaced by a corrupt file."""
+    lines = []
+    for record in read_manifest(tiny_corpus):
+        video = str(record.video)
+        if record.split in bad_splits:
+            video = str(tmp_path / f"corrupt_{record.line}.mp4")
+            Path(video).write_bytes(b"\x00garbage" * 64)
+        qa = [vars(pair) for pair in record.qa] if with_qa else []
+        lines.append({"video": video, "caption": record.caption, "qa": qa, "split": record.split})
+    write_manifest(tmp_path / "manifest.jsonl", lines)
+    return tmp_path / "manifest.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("bad_split", "message"), [("train", "gave a loss to train on"), ("val", "held a readable clip")]
+)
+def test_a_split_of_unreadable_clips_stops_the_run(
+    tmp_path: Path, tiny_corpus: Path, bad_split: str, message: str
+) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, (bad_split,))
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with pytest.raises(
+        NoUsableDataError,
+        match=rf"No batch of split '{bad_split}' \(for {bad_split}\) {message} in epoch \d; its clips are "
+        rf"unreadable, e.g.:\n  {tmp_path}/manifest.jsonl line \d+: cannot decode .*corrupt_\d+.mp4",
+    ):
+        main(["fit", *run_args(tmp_path, *skip, "--trainer.num_sanity_val_steps=0")])
+
+
+def test_a_split_whose_every_file_is_missing_is_named(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, ("train",))
+    for corrupt in tmp_path.glob("corrupt_*.mp4"):
+        corrupt.unlink()
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with (
+        pytest.warns(UserWarning, match="skipping 8 of 12"),
+        pytest.raises(
+            FileNotFoundError,
+            match=r"split 'train' \(for train\) of .*: every one of its 8 video files is missing",
+        ),
+    ):
+        main(["fit", *run_args(tmp_path, *skip)])
+
+
+def test_missing_files_are_counted_as_skipped_videos(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, ())
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:1] + [lines[1].replace("train_", "gone_")] + lines[2:]) + "\n")
+    skip = ["--data.init_args.bad_video_policy=skip", f"--data.init_args.manifest={manifest}"]
+    with pytest.warns(UserWarning, match="skipping 1 of 12 clips whose video file is missing"):
+        cli = main(
+            ["fit", *run_args(tmp_path, *skip, "--trainer.max_steps=2", "--trainer.val_check_interval=2")]
+        )
+    # Two steps of batch 4 read the 8 training clips once, the missing one among them.
+    assert cli.trainer.logged_metrics["data/skipped_videos"] == 1
+
+
+def test_video_llm_on_clips_without_questions_is_an_error(tmp_path: Path, tiny_corpus: Path) -> None:
+    manifest = manifest_of(tmp_path, tiny_corpus, (), with_qa=False)
+    with pytest.raises(
+        ValueError, match=r"no clip of split 'train' \(for train\) in .*manifest.jsonl has any"
+    ):
+        main(["fit", *understanding_args(tmp_path, f"--data.init_args.manifest={manifest}")])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("--model.init_args.tokenizer.init_args.grid_size=0", r"grid_size must be at least 1, got 0"),
+        ("--model.init_args.tokenizer.init_args.grid_size=-2", r"grid_size must be at least 1, got -2"),
+        (
+            "--model.init_args.tokenizer.init_args.frame_encoder.init_args.patch_size=5",
+            r"model.init_args.tokenizer.init_args.frame_encoder.init_args.patch_size=5 does not divide the "
+            r"frame side data.init_args.image_size=32",
+        ),
+        (
+            "--model.init_args.tokenizer.init_args.grid_size=9",
+            r"model.init_args.tokenizer.init_args.grid_size=9 is larger than the 8x8 feature map",
+        ),
+    ],
+)
+def test_tokenizer_settings_that_cannot_work_are_named(tmp_path: Path, setting: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        main(["fit", *run_args(tmp_path, setting, "--trainer.max_steps=1")])
+
+
+def test_predict_writes_files_and_prints_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pretraining = main(["fit", *run_args(tmp_path / "pretraining")])
+    checkpoint = next(Path(pretraining.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    predicted = main(["predict", *run_args(tmp_path / "pretraining"), f"--ckpt_path={checkpoint}"])
+    table = Path(predicted.trainer.log_dir) / "predictions" / "predictions.jsonl"
+    assert str(table) in capsys.readouterr().err
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert len(rows) == 4  # the corpus's 4 validation clips
+    frames = read_frames(table.parent / rows[0]["reconstruction"], range(8))
+    assert frames.shape == (8, 32, 32, 3) and rows[0]["reconstruction"] == "val_00000_reconstructed.mp4"
+
+    understanding = main(["fit", *understanding_args(tmp_path / "understanding")])
+    checkpoint = next(Path(understanding.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    out = tmp_path / "answers"
+    main(
+        [
+            "predict",
+            *understanding_args(tmp_path / "understanding"),
+            f"--ckpt_path={checkpoint}",
+            f"--prediction_writer.output_dir={out}",
+        ]
+    )
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len(rows[0]["answers"]) == len(rows[0]["questions"]) > 0
+    assert all(isinstance(answer, str) for row in rows for answer in row["answers"])

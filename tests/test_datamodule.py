@@ -148,7 +148,10 @@ def test_missing_files_are_found_at_setup(tmp_path: Path, tiny_corpus: Path) -> 
         UserWarning, match=r"skipping 1 of 4 clips whose video file is missing: .*missing\.mp4"
     ):
         lenient.setup("validate")
-    assert lenient.num_skipped_missing == 1 and len(lenient.datasets["val"]) == 3
+    # The missing clip stays in the dataset: read, it is skipped and counted like an undecodable one.
+    assert lenient.num_skipped_missing == 1 and len(lenient.datasets["val"]) == 4
+    with pytest.warns(UserWarning, match=r"line 4: skipping .*missing\.mp4"):
+        assert collate_video_text([lenient.datasets["val"][i] for i in range(4)])["num_skipped"] == 1
 
 
 @pytest.mark.parametrize(

@@ -44,3 +44,33 @@ def test_experiment_parses(path: Path, capsys: pytest.CaptureFixture) -> None:
     assert exit_info.value.code == 0, capsys.readouterr().err
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("vtok_lit.")
+
+
+def test_shipped_recipes_cannot_load_a_debug_runs_checkpoint(capsys: pytest.CaptureFixture) -> None:
+    # The generation recipes load runs/quickstart/...; a debug run of the quickstart writes elsewhere.
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "-c",
+                "experiments/quickstart.yaml",
+                "-c",
+                "experiments/debug/fast.yaml",
+                "--print_config",
+            ]
+        )
+    logger = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]["init_args"]
+    debug_run = Path(logger["save_dir"]) / logger["name"]
+    for recipe in (ROOT / "experiments" / "generation").glob("*.yaml"):
+        tokenizer_checkpoint = yaml.safe_load(recipe.read_text())["model"]["init_args"][
+            "tokenizer_checkpoint"
+        ]
+        assert not Path(tokenizer_checkpoint).is_relative_to(debug_run), recipe
+
+
+def test_shipped_experiments_checkpoint_every_few_steps() -> None:
+    for path in EXPERIMENTS:
+        callbacks = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("callbacks") or []
+        if "class_path" in (yaml.safe_load(path.read_text()).get("model") or {}):
+            periodic = [c for c in callbacks if (c.get("init_args") or {}).get("every_n_train_steps")]
+            assert periodic, f"{path} saves no checkpoint every N steps"

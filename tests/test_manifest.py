@@ -102,3 +102,10 @@ def test_segments_and_multiple_choice_are_parsed(tmp_path: Path) -> None:
     assert first.meta == {} and first.qa[0].options == ("sits", "runs")
     assert [pair.answer_index for pair in first.qa] == [1, 0]
     assert QAPair("q", "a").answer_index is None
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_bytes(b'{"video": "a.mp4", "caption": "ok"}\n{"video": "b.mp4", "caption": "caf\xe9"}\n')
+    with pytest.raises(ManifestError, match=rf"{manifest} line 2: not UTF-8 text \(byte 0xe9 at column 35\)"):
+        read_manifest(manifest)

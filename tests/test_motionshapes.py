@@ -3,6 +3,8 @@
 import json
 import multiprocessing
 import re
+import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
@@ -17,6 +19,7 @@ from vtok_lit.data.manifest import ManifestRecord, read_manifest
 from vtok_lit.data.motionshapes import (
     COLORS,
     QUESTION_CATEGORIES,
+    CorpusFolderError,
     MotionShapesConfig,
     ensure_motionshapes,
     generate_motionshapes,
@@ -184,24 +187,60 @@ def test_attributes_are_reasonably_balanced() -> None:
         assert 0.14 <= share[direction] / len(objects) <= 0.24, direction
 
 
-def test_ensure_reuses_a_matching_corpus_and_regenerates_a_changed_one(tmp_path: Path) -> None:
+def test_ensure_reuses_a_matching_corpus_and_refuses_a_changed_one(tmp_path: Path) -> None:
     small = replace(TINY_CORPUS, num_train=3, num_val=1)
     manifest = ensure_motionshapes(tmp_path, small, processes=1)
     stamp = manifest.stat().st_mtime_ns
     assert ensure_motionshapes(tmp_path, small, processes=1) == manifest
     assert manifest.stat().st_mtime_ns == stamp
 
+    # A run may be reading the finished corpus: other parameters are refused, nothing is touched.
+    clips = sorted((tmp_path / "clips").iterdir())
+    with pytest.raises(
+        CorpusFolderError, match=rf"{tmp_path} holds a corpus of other parameters \(num_train: 3"
+    ):
+        ensure_motionshapes(tmp_path, replace(small, num_train=2), processes=1)
+    assert sorted((tmp_path / "clips").iterdir()) == clips and manifest.stat().st_mtime_ns == stamp
+
+    # A generation interrupted before corpus.json was written is not taken for a finished one.
+    (tmp_path / "corpus.json").rename(tmp_path / "corpus.json.partial")
     smaller = replace(small, num_train=2)
     ensure_motionshapes(tmp_path, smaller, processes=1)
     assert len(read_manifest(manifest)) == 3
     assert len(list((tmp_path / "clips").iterdir())) == 3, "clips of the old corpus are removed"
     assert json.loads((tmp_path / "corpus.json").read_text())["config"] == asdict(smaller)
+    assert not (tmp_path / "corpus.json.partial").exists()
 
-    # A generation interrupted before corpus.json was written is not taken for a finished one.
-    (tmp_path / "corpus.json").unlink()
-    stamp = manifest.stat().st_mtime_ns
-    ensure_motionshapes(tmp_path, smaller, processes=1)
-    assert manifest.stat().st_mtime_ns != stamp and (tmp_path / "corpus.json").is_file()
+
+def test_a_folder_of_user_videos_is_refused_and_left_alone(tmp_path: Path) -> None:
+    # The README's "bring your own videos" layout, without a corpus.json.
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "0001.mp4").write_bytes(b"user video")
+    (tmp_path / "manifest.jsonl").write_text('{"video": "clips/0001.mp4", "caption": "mine"}\n')
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for make in (ensure_motionshapes, generate_motionshapes):
+        with pytest.raises(CorpusFolderError, match=rf"{tmp_path} is not empty \(clips, manifest.jsonl\)"):
+            make(tmp_path, TINY_CORPUS, processes=1)
+    after = {
+        path: path.read_bytes()
+        for path in tmp_path.rglob("*")
+        if path.is_file() and path.name != ".generation.lock"
+    }
+    assert after == before
+
+
+def test_regeneration_replaces_only_the_generators_own_files(tmp_path: Path) -> None:
+    small = replace(TINY_CORPUS, num_train=3, num_val=1)
+    generate_motionshapes(tmp_path, small, processes=1)
+    (tmp_path / "clips" / "notes.txt").write_text("mine")
+    (tmp_path / "README").write_text("mine too")
+    generate_motionshapes(tmp_path, replace(small, num_train=1), processes=1)
+    assert sorted(path.name for path in (tmp_path / "clips").iterdir()) == [
+        "notes.txt",
+        "train_00000.mp4",
+        "val_00000.mp4",
+    ]
+    assert (tmp_path / "README").read_text() == "mine too"
 
 
 def test_runs_started_together_share_one_generation(tmp_path: Path) -> None:
@@ -231,3 +270,22 @@ def test_long_travels_stay_inside_the_frame(image_size: int, num_frames: int) ->
             low = obj.largest_half_size + 1.0 - 1e-6
             for centre in (obj.start, obj.end):
                 assert all(low <= c <= image_size - low for c in centre), (index, obj)
+
+
+def test_a_second_process_with_other_parameters_leaves_a_corpus_in_use_alone(tmp_path: Path) -> None:
+    small = replace(TINY_CORPUS, num_train=3, num_val=1)
+    manifest = ensure_motionshapes(tmp_path, small, processes=1)
+    before = {clip: clip.read_bytes() for clip in (tmp_path / "clips").iterdir()}
+    # As a second `vtok-lit fit` with another corpus size on the data_dir this run reads.
+    code = (
+        "import sys; from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes; "
+        "ensure_motionshapes(sys.argv[1], MotionShapesConfig(num_train=2, num_val=1), processes=1)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (
+        f"CorpusFolderError: MotionShapes data_dir {tmp_path} holds a corpus of other parameters"
+        in result.stderr
+    )
+    assert {clip: clip.read_bytes() for clip in (tmp_path / "clips").iterdir()} == before
+    assert len(read_manifest(manifest)) == 4

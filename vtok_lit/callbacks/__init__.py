@@ -1,7 +1,19 @@
-"""Callbacks that write media and tables to TensorBoard."""
+"""Callbacks: media and tables in TensorBoard, a checkpoint on interrupt, data checks, prediction files."""
 
+from vtok_lit.callbacks.data_guard import NoUsableDataError, RequireUsableData
 from vtok_lit.callbacks.generated_video_logging import GeneratedVideoLogger
+from vtok_lit.callbacks.interrupt import InterruptCheckpoint
 from vtok_lit.callbacks.prediction_table import PredictionTableLogger
+from vtok_lit.callbacks.prediction_writer import PredictionWriter
 from vtok_lit.callbacks.video_logging import ReconstructionLogger, tensorboard_writers
 
-__all__ = ["GeneratedVideoLogger", "PredictionTableLogger", "ReconstructionLogger", "tensorboard_writers"]
+__all__ = [
+    "GeneratedVideoLogger",
+    "InterruptCheckpoint",
+    "NoUsableDataError",
+    "PredictionTableLogger",
+    "PredictionWriter",
+    "RequireUsableData",
+    "ReconstructionLogger",
+    "tensorboard_writers",
+]

@@ -82,6 +82,8 @@ class ConvFrameEncoder(FrameEncoder):
                 weights (``residual_pooling: moments``), or uses :class:`ViTFrameEncoder`.
         """
         super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be at least 1, got {patch_size}")
         self.channels = channels
         self.patch_size = patch_size
         self.num_blocks = num_blocks

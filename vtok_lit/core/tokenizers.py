@@ -85,6 +85,8 @@ class VideoTokenizer(nn.Module, ABC):
             max_frames: Longest clip the frame-index embedding covers.
         """
         super().__init__()
+        if grid_size < 1:
+            raise ValueError(f"grid_size must be at least 1, got {grid_size}")
         self.frame_encoder = frame_encoder
         self.token_dim = token_dim
         self.grid_size = grid_size

@@ -5,6 +5,7 @@ from vtok_lit.data.dataset import VideoTextDataset, collate_video_text, square_r
 from vtok_lit.data.manifest import ManifestError, ManifestRecord, QAPair, read_manifest, write_manifest
 from vtok_lit.data.motionshapes import (
     QUESTION_CATEGORIES,
+    CorpusFolderError,
     MotionShapesConfig,
     ensure_motionshapes,
     generate_motionshapes,
@@ -30,6 +31,7 @@ __all__ = [
     "VideoTextDataset",
     "VideoTooShortError",
     "collate_video_text",
+    "CorpusFolderError",
     "ensure_motionshapes",
     "generate_motionshapes",
     "read_clip",

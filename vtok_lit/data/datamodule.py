@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 
@@ -9,16 +10,30 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from vtok_lit.data.dataset import BadVideoPolicy, VideoTextDataset, collate_video_text
+from vtok_lit.data.dataset import BAD_VIDEO_ERRORS, BadVideoPolicy, VideoTextDataset, collate_video_text
 from vtok_lit.data.manifest import ManifestRecord, read_manifest
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
 from vtok_lit.data.resumable import EpochSeededSampler, ResumableDataLoader, SkippingBatchSampler
 from vtok_lit.data.video_io import FrameSampling, VideoBackend
 
-# How many missing files the "skip" warning lists by name.
+# How many missing or unreadable files a warning or an error lists by name.
 _MISSING_SHOWN = 5
+# How many clips of a split are tried to name the unreadable ones in an error.
+_PROBED = 50
 # A frozen dataclass, so one shared default instance is safe.
 _DEFAULT_CORPUS = MotionShapesConfig()
+
+
+def _first(records: list[ManifestRecord]) -> str:
+    shown = ", ".join(str(record.video) for record in records[:_MISSING_SHOWN])
+    return shown + (", ..." if len(records) > _MISSING_SHOWN else "")
+
+
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl+C and SIGTERM reach a loader's workers too: ignored there, they let the main process finish
+    its step and checkpoint (InterruptCheckpoint) instead of finding its workers gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -68,9 +83,10 @@ class VideoTextDataModule(L.LightningDataModule):
             batch_size: Clips per batch.
             num_workers: DataLoader worker processes; 0 reads in the main process.
             bad_video_policy: ``"raise"``: a missing, undecodable, damaged (truncated, corrupt) or
-                too short video is an error naming its manifest line; ``"skip"``: it is dropped
-                with a warning (missing files at setup, the others from their batch, counted in
-                ``"num_skipped"``).
+                too short video is an error naming its manifest line; ``"skip"``: it is dropped from
+                its batch with a warning (missing files are listed at setup too) and counted in
+                ``"num_skipped"``, logged as ``data/skipped_videos``. A split whose every file is
+                missing is an error.
             video_backend: The decoder: ``"pyav"`` seeks to the keyframe before each sampled frame;
                 ``"decord"`` decodes from the first frame, since its seeking returns wrong frames on
                 B-frame content. Both give the frames a sequential decode gives
@@ -107,8 +123,11 @@ class VideoTextDataModule(L.LightningDataModule):
         self.corpus = corpus
         self.manifest_path = Path(manifest) if manifest is not None else Path(data_dir) / "manifest.jsonl"
         self.num_skipped_missing = 0
+        self._missing: set[Path] = set()
         self._splits: dict[str, list[ManifestRecord]] | None = None
         self.datasets: dict[str, VideoTextDataset] = {}
+        # The manifest split each role ("train", "val", "test", "predict") reads, once set up.
+        self.splits: dict[str, str] = {}
 
     def prepare_data(self) -> None:
         if self.hparams.manifest is None:
@@ -125,22 +144,44 @@ class VideoTextDataModule(L.LightningDataModule):
         }[stage]
         for role, split in names.items():
             limit = self.hparams.max_train_clips if role == "train" else self.hparams.max_val_clips
-            records = splits.get(split, [])
+            records = splits.get(split, [])[:limit]
             if not records:
                 raise ValueError(
                     f"split {split!r} (for {role}) has no usable clips in {self.manifest_path}; "
                     f"splits found: {sorted(splits)}"
                 )
-            self.datasets[role] = VideoTextDataset(records[:limit], **self._clip_args)
+            missing = [record for record in records if record.video in self._missing]
+            if len(missing) == len(records):
+                raise FileNotFoundError(
+                    f"split {split!r} (for {role}) of {self.manifest_path}: every one of its {len(records)} "
+                    f"video files is missing: {_first(missing)}"
+                )
+            self.splits[role] = split
+            # Missing files stay: read, they are skipped like undecodable ones and counted with them.
+            self.datasets[role] = VideoTextDataset(records, **self._clip_args)
+
+    def unreadable_clips(self, role: str) -> list[str]:
+        """The errors of the first few clips of a role's dataset that cannot be read, for messages."""
+        dataset = self.datasets[role]
+        strict = VideoTextDataset(
+            dataset.records[:_PROBED], **{**self._clip_args, "bad_video_policy": "raise"}
+        )
+        errors = []
+        for index in range(len(strict)):
+            try:
+                strict[index]
+            except BAD_VIDEO_ERRORS as error:
+                errors.append(str(error))
+                if len(errors) == _MISSING_SHOWN:
+                    break
+        return errors
 
     def _read_splits(self) -> dict[str, list[ManifestRecord]]:
-        """Read the manifest once, check every referenced file exists, and group records by split."""
+        """Read the manifest once, check which referenced files exist, and group records by split."""
         if self._splits is not None:
             return self._splits
         records = read_manifest(self.manifest_path)
-        present, missing = [], []
-        for record in records:
-            (present if record.video.is_file() else missing).append(record)
+        missing = [record for record in records if not record.video.is_file()]
         if missing and self.hparams.bad_video_policy == "raise":
             first = missing[0]
             raise FileNotFoundError(
@@ -148,15 +189,15 @@ class VideoTextDataModule(L.LightningDataModule):
                 f" ({len(missing)} of {len(records)} videos in the manifest are missing)"
             )
         if missing:
-            shown = ", ".join(str(record.video) for record in missing[:_MISSING_SHOWN])
             warnings.warn(
                 f"{self.manifest_path}: skipping {len(missing)} of {len(records)} clips whose video file "
-                f"is missing: {shown}{', ...' if len(missing) > _MISSING_SHOWN else ''}",
+                f"is missing: {_first(missing)}",
                 stacklevel=2,
             )
         self.num_skipped_missing = len(missing)
+        self._missing = {record.video for record in missing}
         self._splits = {}
-        for record in present:
+        for record in records:
             self._splits.setdefault(record.split, []).append(record)
         return self._splits
 
@@ -176,6 +217,7 @@ class VideoTextDataModule(L.LightningDataModule):
             "num_workers": workers,
             "collate_fn": collate_video_text,
             "persistent_workers": workers > 0,
+            "worker_init_fn": _leave_signals_to_the_main_process if workers > 0 else None,
         }
         if not shuffle:
             return DataLoader(dataset, batch_size=self.hparams.batch_size, **options)

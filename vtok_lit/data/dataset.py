@@ -25,7 +25,7 @@ from vtok_lit.data.video_io import (
 BadVideoPolicy = Literal["raise", "skip"]
 BAD_VIDEO_POLICIES: tuple[str, ...] = ("raise", "skip")
 # What a broken or unsuitable video file raises; anything else is a bug and always propagates.
-_BAD_VIDEO_ERRORS = (FileNotFoundError, VideoDecodeError, VideoTooShortError)
+BAD_VIDEO_ERRORS = (FileNotFoundError, VideoDecodeError, VideoTooShortError)
 
 
 class VideoTextDataset(Dataset):
@@ -98,7 +98,7 @@ class VideoTextDataset(Dataset):
                 record.start,
                 record.end,
             )
-        except _BAD_VIDEO_ERRORS as err:
+        except BAD_VIDEO_ERRORS as err:
             if self.bad_video_policy == "raise":
                 raise type(err)(f"{record.location}: {err}") from err
             warnings.warn(f"{record.location}: skipping {record.video}: {err}", stacklevel=2)

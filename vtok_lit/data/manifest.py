@@ -94,14 +94,23 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRecord]:
     """Parse a JSONL manifest; blank lines are ignored.
 
     Raises:
-        ManifestError: The file is missing, a line is not a JSON object, or a key is missing or has
-            the wrong type; the message names the file, the line and the key.
+        ManifestError: The file is missing or not UTF-8, a line is not a JSON object, or a key is
+            missing or has the wrong type; the message names the file, the line and the key.
     """
     manifest = Path(path).absolute()
     try:
-        text = manifest.read_text(encoding="utf-8")
+        raw = manifest.read_bytes()
     except FileNotFoundError as err:
         raise ManifestError(f"manifest not found: {manifest}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line_number = raw.count(b"\n", 0, err.start) + 1
+        raise ManifestError(
+            f"{manifest} line {line_number}: not UTF-8 text (byte "
+            f"0x{raw[err.start]:02x} at column {err.start - line_start + 1}); save the manifest as UTF-8"
+        ) from None
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if line.strip():

@@ -6,12 +6,16 @@ from typing import Any, Literal
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from vtok_lit import __version__
+from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
+from vtok_lit.core.tokenizers import VideoTokenizer
 
 
 class CheckpointMismatchError(ValueError):
@@ -56,18 +60,41 @@ class VTokModule(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
         }
 
+    def configure_callbacks(self) -> list[Callback]:
+        # Part of every module: an epoch of data it cannot use stops the run with an error.
+        return [RequireUsableData()]
+
     def checkpoint_identity(self) -> dict[str, str]:
         """What a checkpoint must match to be loaded into this module (class names of the parts)."""
         return {"module": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
+        # What the weights were worth when saved, so a run that loads them can say so.
+        checkpoint["vtok_lit"]["val_metrics"] = self.validation_figures()
         # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
         # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
         # DDP every rank takes rank 0's state; all ranks start from the same seed).
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def validation_figures(self) -> dict[str, float]:
+        """The latest ``val/...`` scalars the trainer holds (empty without a trainer or a validation)."""
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        return {
+            name: float(value)
+            for name, value in metrics.items()
+            if name.startswith("val/") and value.numel() == 1
+        }
+
+    def on_train_end(self) -> None:
+        # TensorBoard's HPARAMS tab shows a run's hyperparameters only next to metrics: a finished run
+        # writes them with its last validation figures, as hp/val/... (step 0).
+        figures = {f"hp/{name}": value for name, value in self.validation_figures().items()}
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger) and figures:
+                logger.log_hyperparams(self.hparams, metrics=figures)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("vtok_lit")
@@ -113,8 +140,40 @@ class VTokModule(LightningModule):
     def data_question_categories(self) -> list[str]:
         """The question categories of the trainer's data, for per-category metrics built at setup;
         none without a :class:`~vtok_lit.data.VideoTextDataModule`."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self._datamodule()
         return datamodule.question_categories() if hasattr(datamodule, "question_categories") else []
+
+    def check_frames_fit(self, tokenizer: VideoTokenizer) -> None:
+        """Refuse frames (the data's ``image_size``) that the frame encoder's patches do not tile, or
+        whose feature map is smaller than the tokenizer's grid (pooling would repeat cells)."""
+        image_size = self.data_setting("image_size")
+        if image_size is None:
+            return
+        key = "model.init_args.tokenizer.init_args"
+        encoder = tokenizer.frame_encoder
+        patch_size = getattr(encoder, "patch_size", None)
+        if isinstance(patch_size, int) and image_size % patch_size:
+            raise ValueError(
+                f"{key}.frame_encoder.init_args.patch_size={patch_size} does not divide the frame side "
+                f"data.init_args.image_size={image_size}."
+            )
+        was_training = encoder.training
+        with torch.no_grad():
+            height, width = encoder.eval()(torch.zeros(1, 3, image_size, image_size)).shape[-2:]
+        encoder.train(was_training)
+        if tokenizer.grid_size > min(height, width):
+            raise ValueError(
+                f"{key}.grid_size={tokenizer.grid_size} is larger than the {height}x{width} feature map the "
+                f"frame encoder makes of data.init_args.image_size={image_size} frames."
+            )
+
+    def data_setting(self, key: str) -> Any:
+        """A hyperparameter of the trainer's datamodule (``image_size``, ``num_frames``), None if unknown."""
+        return getattr(self._datamodule(), "hparams", {}).get(key)
+
+    def _datamodule(self) -> Any:
+        """The trainer's datamodule, None outside a Trainer or without one."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def check_data_matches(self, key: str, data_value: Any, model_key: str, model_value: Any) -> None:
         """Raise a clear error when a data setting disagrees with the model's (e.g. the frame size)."""

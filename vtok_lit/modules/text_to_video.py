@@ -163,18 +163,17 @@ class TextToVideo(VTokModule):
         }
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data = getattr(datamodule, "hparams", {})
         for key, model_key, value in (
             ("num_frames", "num_frames", self.num_frames),
             ("image_size", "decoder.init_args.image_size", self.decoder.image_size),
         ):
-            if data.get(key) is not None:
-                self.check_data_matches(key, data[key], model_key, value)
+            if self.data_setting(key) is not None:
+                self.check_data_matches(key, self.data_setting(key), model_key, value)
+        self.check_frames_fit(self.tokenizer)
         categories = self.data_question_categories()
-        for stage in ("val", "test"):
+        for evaluation in ("val", "test"):
             for suffix in ("", "_reconstructed"):
-                setattr(self, f"{stage}{suffix}_alignment", AnswerAccuracy(categories).to(self.device))
+                setattr(self, f"{evaluation}{suffix}_alignment", AnswerAccuracy(categories).to(self.device))
 
     def target_tokens(self, video: torch.Tensor) -> VideoTokens:
         """The tokenizer's tokens of real clips ``(B, T, 3, H, W)``, the LM's targets."""

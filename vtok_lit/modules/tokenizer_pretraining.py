@@ -73,12 +73,12 @@ class TokenizerPretraining(VTokModule):
         }
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        image_size = getattr(datamodule, "hparams", {}).get("image_size")
+        image_size = self.data_setting("image_size")
         if image_size is not None:
             self.check_data_matches(
                 "image_size", image_size, "decoder.init_args.image_size", self.decoder.image_size
             )
+        self.check_frames_fit(self.tokenizer)
 
     def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
         """Tokenize and decode a clip ``(B, T, 3, H, W)`` in [0, 1]; returns the same shape."""

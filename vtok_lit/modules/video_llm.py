@@ -112,14 +112,16 @@ class VideoLLM(VTokModule):
         }
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        train = getattr(datamodule, "datasets", {}).get("train")
-        if stage == "fit" and train is not None and not any(record.qa for record in train.records):
-            # Otherwise every step is skipped and the run "trains" on nothing until validation.
-            raise ValueError(
-                f"no training clip of {datamodule.manifest_path} has a question ('qa'): VideoLLM "
-                "learns to answer questions; a manifest of captions alone trains TextToVideo"
-            )
+        self.check_frames_fit(self.tokenizer)
+        datamodule = self._datamodule()
+        for role, dataset in getattr(datamodule, "datasets", {}).items():
+            if not any(record.qa for record in dataset.records):
+                split = datamodule.splits.get(role, role)
+                raise ValueError(
+                    f"VideoLLM learns from, is scored on and answers questions, but no clip of split "
+                    f"{split!r} "
+                    f"(for {role}) in {datamodule.manifest_path} has any: add 'qa' to its manifest lines."
+                )
         categories = self.data_question_categories()
         self.val_accuracy = AnswerAccuracy(categories).to(self.device)
         self.test_accuracy = AnswerAccuracy(categories).to(self.device)

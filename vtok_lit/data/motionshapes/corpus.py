@@ -13,7 +13,8 @@ caption alone.
 The corpus is a folder ``root/`` with ``clips/*.mp4``, ``manifest.jsonl`` (the format
 :mod:`vtok_lit.data.manifest` reads; per-object metadata under ``"objects"``, and
 ``"novel_combination"``, true for a val clip whose multiset of object attributes no train clip
-has) and ``corpus.json``, written last, recording the parameters of a finished generation.
+has) and ``corpus.json``, written last, recording the parameters of a finished generation. The
+generator writes only into an empty folder or one of its own corpora, and replaces only its own files.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,10 @@ MARGIN_PX = 1.0
 # the balance only slightly (about 52% small, 31% growing).
 LAYOUT_TRIES = 20
 ATTRIBUTE_TRIES = 50
+_CORPUS_FILE = "corpus.json"
+_PARTIAL_FILE = "corpus.json.partial"
+_LOCK_FILE = ".generation.lock"
+_CLIP_NAME = re.compile(r"(?:train|val)_\d{5}\.mp4")
 
 
 @dataclass(frozen=True)
@@ -327,26 +332,80 @@ def _description(config: MotionShapesConfig) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "config": asdict(config)}
 
 
+class CorpusFolderError(ValueError):
+    """A folder cannot take a MotionShapes corpus without touching files the generator did not write."""
+
+
+def _recorded_description(root: Path, name: str) -> dict[str, Any] | None:
+    """The description in ``root/name`` (``corpus.json`` or its ``.partial``), None if it holds none."""
+    try:
+        recorded = json.loads((root / name).read_text(encoding="utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(recorded, dict) and {"format_version", "config"} <= recorded.keys():
+        return recorded
+    return None
+
+
+def _check_folder_is_ours(root: Path) -> None:
+    """Refuse a non-empty folder that holds neither a finished nor an interrupted MotionShapes corpus."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise CorpusFolderError(f"MotionShapes data_dir {root} is a file, not a folder.")
+    if any(_recorded_description(root, name) for name in (_CORPUS_FILE, _PARTIAL_FILE)):
+        return
+    foreign = sorted(entry.name for entry in root.iterdir() if entry.name != _LOCK_FILE)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise CorpusFolderError(
+            f"MotionShapes data_dir {root} is not empty ({shown}) and holds no MotionShapes corpus "
+            f"({_CORPUS_FILE}): the generator writes only into an empty folder or one of its own corpora. "
+            "Give data.init_args.data_dir a new folder, or train on the videos there with "
+            f"--data.init_args.manifest={root / 'manifest.jsonl'}."
+        )
+
+
+def _remove_own_clips(root: Path) -> None:
+    """Delete the clips a previous generation wrote (its file names only); other files stay."""
+    clips = root / "clips"
+    if clips.is_dir():
+        for clip in clips.iterdir():
+            if _CLIP_NAME.fullmatch(clip.name):
+                clip.unlink()
+
+
 def generate_motionshapes(
     root: str | os.PathLike, config: MotionShapesConfig | None = None, processes: int = 2
 ) -> Path:
-    """Generate a MotionShapes corpus into ``root``, replacing any corpus there.
+    """Generate a MotionShapes corpus into ``root``, replacing the MotionShapes corpus there, if any.
+
+    Only the generator's own files are replaced (``clips/{train,val}_NNNNN.mp4``, ``manifest.jsonl``,
+    ``corpus.json``); any other file in ``root`` is left alone.
 
     Args:
-        root: Folder of the corpus; its ``clips/`` subfolder is emptied first.
+        root: Folder of the corpus: new, empty, or holding a MotionShapes corpus.
         config: Corpus parameters; None means the defaults.
         processes: Worker processes drawing and encoding clips; 1 works in this process.
 
     Returns:
         Path of the corpus's ``manifest.jsonl``.
+
+    Raises:
+        CorpusFolderError: ``root`` is not empty and holds no MotionShapes corpus (a user's videos,
+            say): nothing in it is touched.
     """
     config = config or MotionShapesConfig()
     root = Path(root)
-    corpus_file = root / "corpus.json"
-    # Forget the old corpus first so that an interrupted run is never taken for a finished one.
-    corpus_file.unlink(missing_ok=True)
-    shutil.rmtree(root / "clips", ignore_errors=True)
-    (root / "clips").mkdir(parents=True)
+    _check_folder_is_ours(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    # The description goes in first as a .partial and becomes corpus.json last, so an interrupted
+    # generation is never taken for a finished one but is still known as the generator's own folder.
+    description = json.dumps(_description(config), indent=2) + "\n"
+    partial = root / _PARTIAL_FILE
+    partial.write_text(description, encoding="utf-8")
+    (root / _CORPUS_FILE).unlink(missing_ok=True)
+    _remove_own_clips(root)
     counts = {"train": config.num_train, "val": config.num_val}
     tasks = [(root, config, split, index) for split in SPLITS for index in range(counts[split])]
     if processes > 1:
@@ -359,40 +418,61 @@ def generate_motionshapes(
     _mark_novel_combinations(records)
     manifest = root / "manifest.jsonl"
     write_manifest(manifest, records)
-    partial = corpus_file.with_suffix(".json.partial")
-    partial.write_text(json.dumps(_description(config), indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, corpus_file)
+    os.replace(partial, root / _CORPUS_FILE)
     return manifest
 
 
 def ensure_motionshapes(
     root: str | os.PathLike, config: MotionShapesConfig | None = None, processes: int = 2
 ) -> Path:
-    """Return the manifest of the corpus in ``root``, generating it unless it matches ``config``.
+    """Return the manifest of the corpus in ``root``, generating it if ``root`` holds none yet.
 
     Concurrent calls on one ``root`` are safe: the first generates, the others wait and reuse its
-    corpus. A run still reading a corpus that another run regenerates with other parameters loses
-    its clips, so give corpora with different parameters their own folders.
+    corpus. A finished corpus is never regenerated with other parameters, since a run may be reading
+    it: that is an error naming the differences, so corpora of other parameters get their own folders.
 
     Args:
-        root: Folder of the corpus.
+        root: Folder of the corpus: new, empty, or holding a MotionShapes corpus.
         config: Corpus parameters; None means the defaults.
         processes: Worker processes if the corpus must be generated.
 
     Returns:
         Path of the corpus's ``manifest.jsonl``.
+
+    Raises:
+        CorpusFolderError: ``root`` holds other files than a MotionShapes corpus, or a finished corpus
+            of other parameters.
     """
     config = config or MotionShapesConfig()
     root = Path(root)
+    _check_folder_is_ours(root)
     root.mkdir(parents=True, exist_ok=True)
     # Runs started together on one data_dir (a sweep, DDP ranks on one node) wait here for the first
     # one to finish writing instead of all regenerating the same folder at once.
-    with open(root / ".generation.lock", "w") as lock:
+    with open(root / _LOCK_FILE, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            recorded = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            recorded = None
-        if recorded == _description(config):
+        recorded = _recorded_description(root, _CORPUS_FILE)
+        wanted = _description(config)
+        if recorded == wanted:
             return root / "manifest.jsonl"
+        if recorded is not None:
+            raise CorpusFolderError(_difference_message(root, recorded, wanted))
         return generate_motionshapes(root, config, processes)
+
+
+def _difference_message(root: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
+    old, new = recorded["config"], wanted["config"]
+    differences = [
+        f"{key}: {old.get(key)!r} there, {value!r} asked"
+        for key, value in new.items()
+        if old.get(key) != value
+    ]
+    if recorded["format_version"] != wanted["format_version"]:
+        differences.append(
+            f"format_version: {recorded['format_version']} there, {wanted['format_version']} now"
+        )
+    return (
+        f"MotionShapes data_dir {root} holds a corpus of other parameters ({'; '.join(differences)}). "
+        "It is not regenerated, since another run may be reading it: set data.init_args.data_dir to "
+        "another folder for these parameters, or delete this one when no run uses it."
+    )
