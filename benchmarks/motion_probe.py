@@ -173,13 +173,29 @@ def parse_entries(entries: list[str], flag: str) -> list[tuple[str, list[Path]]]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT",
-                        help="a pretraining checkpoint; its run's config.yaml must sit beside checkpoints/")
-    parser.add_argument("--random-init", action="append", default=[], metavar="NAME=CONFIG[,OVERLAY...]",
-                        help="the tokenizer of a config (and overlays) with random weights")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/motion_probe"),
-                        help="folder of the single-object probe corpus (generated on first use)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="a pretraining checkpoint; its run's config.yaml must sit beside checkpoints/",
+    )
+    parser.add_argument(
+        "--random-init",
+        action="append",
+        default=[],
+        metavar="NAME=CONFIG[,OVERLAY...]",
+        help="the tokenizer of a config (and overlays) with random weights",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data/motion_probe"),
+        help="folder of the single-object probe corpus (generated on first use)",
+    )
     parser.add_argument("--num-train", type=int, default=600, help="probe-fitting clips")
     parser.add_argument("--num-val", type=int, default=300, help="probe-scoring clips")
     parser.add_argument("--corpus-seed", type=int, default=7, help="seed of the probe corpus")
@@ -202,8 +218,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokenizer, num_frames, image_size = build_tokenizer(configs, checkpoint)
         if (num_frames, image_size) not in corpora:
             corpus = MotionShapesConfig(
-                num_train=args.num_train, num_val=args.num_val, num_frames=num_frames,
-                image_size=image_size, max_objects=1, seed=args.corpus_seed,
+                num_train=args.num_train,
+                num_val=args.num_val,
+                num_frames=num_frames,
+                image_size=image_size,
+                max_objects=1,
+                seed=args.corpus_seed,
             )
             manifest = ensure_motionshapes(args.data_dir / f"t{num_frames}_s{image_size}", corpus)
             records = read_manifest(manifest)
@@ -224,12 +244,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             split: token_features(tokenizer, splits[split], num_frames, image_size, args.batch_size)
             for split in splits
         }
-        row: dict[str, Any] = {"tokenizer": name, "class": type(tokenizer).__name__,
-                               "weights": "trained" if checkpoint else "random init",
-                               "tokens": features["val"]["all"].shape[1] // tokenizer.token_dim}
+        row: dict[str, Any] = {
+            "tokenizer": name,
+            "class": type(tokenizer).__name__,
+            "weights": "trained" if checkpoint else "random init",
+            "tokens": features["val"]["all"].shape[1] // tokenizer.token_dim,
+        }
         for view in ("time", "all"):
             train, test = features["train"][view], features["val"][view]
-            for target, classes in (("direction", len(DIRECTIONS)), ("state", len(STATES)), ("displacement", None)):
+            for target, classes in (
+                ("direction", len(DIRECTIONS)),
+                ("state", len(STATES)),
+                ("displacement", None),
+            ):
                 row[f"{view}_{target}"] = probe(
                     train, test, targets["train"][target], targets["val"][target], classes
                 )
@@ -240,12 +267,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chance = {"tokenizer": "chance (majority class)", "class": "", "weights": "", "tokens": None}
     for view in ("time", "all"):
         for target in ("direction", "state"):
-            chance[f"{view}_{target}"] = float(val_targets[target].bincount().max() / len(val_targets[target]))
+            chance[f"{view}_{target}"] = float(
+                val_targets[target].bincount().max() / len(val_targets[target])
+            )
         chance[f"{view}_displacement"] = 0.0
     rows.append(chance)
 
     percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
-    columns = [Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("tokens", "tokens", "d")]
+    columns = [
+        Column("tokenizer", "tokenizer"),
+        Column("weights", "weights"),
+        Column("tokens", "tokens", "d"),
+    ]
     for view, label in (("time", "time tokens"), ("all", "all tokens")):
         columns += [
             Column(f"direction % ({label})", f"{view}_direction", percent),
@@ -257,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"clips, scored on {args.num_val} others (corpus seed {args.corpus_seed}). 'time tokens' are a VTok "
         "tokenizer's residual tokens (every token for the others); 'all tokens' the whole sequence. "
         f"L2 strength by {FOLDS}-fold cross-validation on the fitting clips.",
-        "Runs: " + "; ".join(
+        "Runs: "
+        + "; ".join(
             f"{name}: {checkpoint or 'random init from ' + ' + '.join(map(str, configs))}"
             for name, configs, checkpoint in runs
         ),

@@ -47,7 +47,7 @@ def test_mean_pooling_of_a_translation_equivariant_encoder_is_blind_to_a_move():
 
 def pooled_residual(tokenizer: VTokTokenizer, video: torch.Tensor) -> torch.Tensor:
     features = tokenizer.encode_frames(video)
-    return tokenizer.pool_positions((features[:, 1:] - features[:, :1]))[0, 0]
+    return tokenizer.pool_positions(features[:, 1:] - features[:, :1])[0, 0]
 
 
 @pytest.mark.parametrize("frequencies", [0, 2])
@@ -69,7 +69,9 @@ def test_moment_pooling_sees_a_translation_and_its_direction_at_initialisation(f
 
 def test_a_vit_encoder_with_absolute_positions_sees_a_translation_under_mean_pooling():
     torch.manual_seed(0)
-    tokenizer = VTokTokenizer(ViTFrameEncoder(channels=16, patch_size=4, image_size=SIZE, num_heads=2), token_dim=16, grid_size=2)
+    tokenizer = VTokTokenizer(
+        ViTFrameEncoder(channels=16, patch_size=4, image_size=SIZE, num_heads=2), token_dim=16, grid_size=2
+    )
     still, left, right = (pooled_residual(tokenizer, square_clip(shift)) for shift in (0, -8, 8))
     assert still.norm() == 0
     assert left.norm() > 0.01 and right.norm() > 0.01
@@ -102,7 +104,9 @@ def test_no_residual_group_straddles_the_key_frame(key_frame, stride):
 
 def test_each_frame_is_described_by_its_own_groups_residual_token():
     tokenizer = conv_vtok(key_frame="middle", temporal_stride=3)
-    tokens = tokenizer(torch.rand(1, 16, 3, SIZE, SIZE))  # key 8; groups [0-2] [3-5] [6,7] [9-11] [12-14] [15]
+    tokens = tokenizer(
+        torch.rand(1, 16, 3, SIZE, SIZE)
+    )  # key 8; groups [0-2] [3-5] [6,7] [9-11] [12-14] [15]
     positions = residual_of_frames(tokens, torch.arange(16))
     starts = [-1 if p < 0 else int(tokens.frame_index[p]) for p in positions]
     assert starts == [0, 0, 0, 3, 3, 3, 6, 6, -1, 9, 9, 9, 12, 12, 12, 15]
@@ -119,7 +123,9 @@ def _as_after_training(decoder: torch.nn.Module) -> None:
 def change_per_frame(decoder: torch.nn.Module, tokens: VideoTokens, residual_index: int) -> torch.Tensor:
     """``(T,)`` mean change of each decoded frame when one residual token changes."""
     changed = tokens.tokens.clone()
-    changed[0, residual_index] += 3 * torch.randn(changed.shape[-1], generator=torch.Generator().manual_seed(2))
+    changed[0, residual_index] += 3 * torch.randn(
+        changed.shape[-1], generator=torch.Generator().manual_seed(2)
+    )
     before = decoder.decode(tokens, 4, torch.Generator().manual_seed(0))
     after = decoder.decode(tokens.with_tokens(changed), 4, torch.Generator().manual_seed(0))
     return (after - before).abs().mean(dim=(0, 2, 3, 4))
@@ -132,7 +138,9 @@ def test_frame_conditioning_makes_frame_t_respond_to_residual_token_t(decoder_cl
     responses = {}
     for enabled in (False, True):
         torch.manual_seed(0)
-        decoder = decoder_class(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, frame_conditioning=enabled)
+        decoder = decoder_class(
+            token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, frame_conditioning=enabled
+        )
         _as_after_training(decoder)
         responses[enabled] = change_per_frame(decoder.eval(), tokens, residual_of_frame_2)
     response = responses[True]
@@ -145,13 +153,17 @@ def test_the_motion_field_moves_frame_ts_attention_by_residual_token_t():
     tokens = conv_vtok()(torch.rand(1, 4, 3, SIZE, SIZE))
     residual_of_frame_2 = int((tokens.kinds == TokenKind.RESIDUAL).nonzero()[1])
     torch.manual_seed(0)
-    decoder = RegressionVideoDecoder(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, motion_field=True)
+    decoder = RegressionVideoDecoder(
+        token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, motion_field=True
+    )
     frames = torch.arange(4)
     index = residual_of_frames(tokens, frames)
 
     def spatial_bias(video_tokens: VideoTokens) -> torch.Tensor:
         projected = decoder.token_projection(video_tokens.tokens)
-        bias = decoder.locality_bias(video_tokens, frames, projected, decoder.frame_residual_tokens(projected, index), index)
+        bias = decoder.locality_bias(
+            video_tokens, frames, projected, decoder.frame_residual_tokens(projected, index), index
+        )
         return bias[0, 0, 0, :, 1:5].unflatten(0, (4, -1))  # (T, P, S): queries to the 4 spatial tokens
 
     plain = spatial_bias(tokens)
@@ -174,7 +186,9 @@ def test_changed_pixel_weight_weighs_up_the_moving_object():
     tokenizer = conv_vtok()
     tokens = tokenizer(video)
     plain, weighted = (
-        RegressionVideoDecoder(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, changed_pixel_weight=w)
+        RegressionVideoDecoder(
+            token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, changed_pixel_weight=w
+        )
         for w in (0.0, 9.0)
     )
     weighted.load_state_dict(plain.state_dict())

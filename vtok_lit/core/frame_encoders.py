@@ -128,7 +128,12 @@ class ViTFrameEncoder(FrameEncoder):
     """
 
     def __init__(
-        self, channels: int = 64, patch_size: int = 8, image_size: int = 64, depth: int = 2, num_heads: int = 4
+        self,
+        channels: int = 64,
+        patch_size: int = 8,
+        image_size: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
     ) -> None:
         """
         Args:
@@ -153,7 +158,13 @@ class ViTFrameEncoder(FrameEncoder):
         self.patch_embedding = nn.Conv2d(3, channels, kernel_size=patch_size, stride=patch_size)
         self.position_embedding = nn.Parameter(0.02 * torch.randn(1, self.grid**2, channels))
         layer = nn.TransformerEncoderLayer(
-            channels, num_heads, 4 * channels, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            channels,
+            num_heads,
+            4 * channels,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(channels)

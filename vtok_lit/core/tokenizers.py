@@ -55,7 +55,10 @@ def position_bases(height: int, width: int, fourier_frequencies: int = 0) -> tor
     bases = [torch.ones_like(x), x, y]
     for frequency in range(1, fourier_frequencies + 1):
         for coordinate in (x, y):
-            bases += [torch.cos(torch.pi * frequency * coordinate), torch.sin(torch.pi * frequency * coordinate)]
+            bases += [
+                torch.cos(torch.pi * frequency * coordinate),
+                torch.sin(torch.pi * frequency * coordinate),
+            ]
     return torch.stack(bases)
 
 

@@ -253,11 +253,17 @@ class VideoDecoder(nn.Module, ABC):
         return torch.where(has_residual, self.condition_mlp(frame_residuals), self.key_frame_condition)
 
     def displacements(
-        self, tokens: VideoTokens, projected: torch.Tensor, frame_residuals: torch.Tensor, residual_index: torch.Tensor
+        self,
+        tokens: VideoTokens,
+        projected: torch.Tensor,
+        frame_residuals: torch.Tensor,
+        residual_index: torch.Tensor,
     ) -> torch.Tensor:
         """``(B, T', L, 2)``: where each key-frame spatial token's content has moved by each frame, in
         units of the frame side; zero for other tokens and for frames without a residual token."""
-        hidden = self.motion_from_cell(projected)[:, None] + self.motion_from_frame(frame_residuals)[:, :, None]
+        hidden = (
+            self.motion_from_cell(projected)[:, None] + self.motion_from_frame(frame_residuals)[:, :, None]
+        )
         moved = (tokens.kinds == TokenKind.SPATIAL).to(projected.device)[None, None, :, None]
         has_residual = (residual_index >= 0)[None, :, None, None]
         return self.motion_out(F.gelu(hidden)) * (moved & has_residual)
@@ -281,7 +287,9 @@ class VideoDecoder(nn.Module, ABC):
         """
         if self.log_locality is None:
             return None
-        distance = torch.zeros(1, len(frames), len(self.patch_xy), len(tokens.kinds), device=self.patch_xy.device)
+        distance = torch.zeros(
+            1, len(frames), len(self.patch_xy), len(tokens.kinds), device=self.patch_xy.device
+        )
         if tokens.cell_xy is not None:
             cell_xy = tokens.cell_xy.to(self.patch_xy)
             has_cell = ~cell_xy.isnan().any(-1)  # NaN must not reach the product: its gradient would be NaN
