@@ -89,7 +89,7 @@ def test_manifest_names_the_line_of_a_bad_multiple_choice_question(tmp_path: Pat
     with pytest.raises(ManifestError, match="line 1: qa.0.: key 'options' must be a list"):
         read_manifest(manifest)
     manifest.write_text(json.dumps(lines[0]) + "\n")
-    assert read_manifest(manifest)[0].qa[0].options == ["left", "right"]
+    assert read_manifest(manifest)[0].qa[0].options == ("left", "right")
 
 
 def test_log_likelihood_sums_the_labelled_next_tokens() -> None:

@@ -148,5 +148,5 @@ def test_generation_judges_only_the_judges_own_questions(tmp_path: Path) -> None
 
 def test_understanding_refuses_training_data_without_questions(tmp_path: Path) -> None:
     data = f"--data.init_args.manifest={write_user_manifest(tmp_path / 'data', [[]] * 2)}"
-    with pytest.raises(ValueError, match=r"no training clip of .*manifest.jsonl has a question"):
+    with pytest.raises(ValueError, match=r"no clip of split 'train' .* in .*manifest.jsonl has any"):
         main(["fit", *cli_args("understanding_tiny.yaml", tmp_path, data)])

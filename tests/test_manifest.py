@@ -77,7 +77,7 @@ MC = {"question": "What does he do?", "options": ["sits", "runs"], "answer": "B"
         (json.dumps({**GOOD_LINE, "qa": [{**MC, "options": ["a", "a"]}]}), "repeats an option"),
         (
             json.dumps({**GOOD_LINE, "qa": [{**MC, "answer": "C"}]}),
-            "answer 'C' is neither an option nor a letter A-B",
+            "answer 'C' is neither one of the options .* nor a letter A-B",
         ),
     ],
 )

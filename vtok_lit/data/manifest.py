@@ -163,9 +163,9 @@ def _parse_qa(item: Any, where: str) -> QAPair:
 
 
 def _options(item: dict[str, Any], answer: str, where: str) -> tuple[str, ...] | None:
-    if "options" not in item:
+    options = item.get("options")
+    if options is None:  # an open question; a record written back by write_manifest says null
         return None
-    options = item["options"]
     if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
         raise ManifestError(f"{where}: key 'options' must be a list of strings, got {options!r}")
     if not 2 <= len(options) <= len(OPTION_LETTERS):

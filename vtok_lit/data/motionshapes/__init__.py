@@ -1,6 +1,11 @@
 """MotionShapes, the built-in benchmark: its corpus generator, its vocabulary and its judge."""
 
-from vtok_lit.data.motionshapes.corpus import MotionShapesConfig, ensure_motionshapes, generate_motionshapes
+from vtok_lit.data.motionshapes.corpus import (
+    CorpusFolderError,
+    MotionShapesConfig,
+    ensure_motionshapes,
+    generate_motionshapes,
+)
 from vtok_lit.data.motionshapes.judge import MotionShapesJudge
 from vtok_lit.data.motionshapes.vocabulary import (
     BACKGROUND,
@@ -15,6 +20,7 @@ __all__ = [
     "COLORS",
     "QUESTION_CATEGORIES",
     "SHAPES",
+    "CorpusFolderError",
     "MotionShapesConfig",
     "MotionShapesJudge",
     "ensure_motionshapes",
