@@ -146,14 +146,14 @@ class FrameQueryBlock(nn.Module):
         optional ``(B, T, W)`` vector per frame (for a block built with ``conditioned=True``).
         """
         batch, frames, positions, width = queries.shape
-        shifts = [0.0] * 3
-        scales = [1.0] * 3
+        modulation = None
         if self.modulation is not None and condition is not None:
             modulation = self.modulation(condition)[:, :, None].chunk(6, dim=-1)  # 6 x (B, T, 1, W)
-            shifts, scales = modulation[:3], [1 + scale for scale in modulation[3:]]
 
         def normed(norm: nn.LayerNorm, x: torch.Tensor, i: int) -> torch.Tensor:
-            return norm(x) * scales[i] + shifts[i]
+            if modulation is None:
+                return norm(x)
+            return norm(x) * (1 + modulation[3 + i]) + modulation[i]
 
         x = queries
         attended = normed(self.self_norm, x, 0).flatten(0, 1)

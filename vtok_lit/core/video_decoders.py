@@ -52,8 +52,7 @@ def residual_of_frames(tokens: VideoTokens, frames: torch.Tensor) -> torch.Tenso
     positions = is_residual.nonzero().squeeze(1).to(frames.device)
     if len(positions) == 0:
         return torch.full_like(frames, -1)
-    spatial = tokens.kinds == TokenKind.SPATIAL
-    key = int(tokens.frame_index[spatial][0]) if spatial.any() else -1
+    key = key_frame_of(tokens)
     starts = tokens.frame_index.to(frames.device)[positions][None]  # (1, R)
     frame = frames[:, None]
     candidate = (starts <= frame) & ((starts > key) == (frame > key)) & (frame != key)
