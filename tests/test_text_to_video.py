@@ -20,9 +20,9 @@ from vtok_lit.core import (
     TransformerLM,
     VTokTokenizer,
 )
+from vtok_lit.core.sequences import build_video_generation_sequences
 from vtok_lit.core.token_heads import FlowMatchingTokenHead, TokenStandardizer
 from vtok_lit.core.tokens import TokenKind
-from vtok_lit.core.video_generation_sequence import build_video_generation_sequences
 from vtok_lit.data import write_manifest, write_video
 from vtok_lit.data.motionshapes import BACKGROUND, COLORS
 from vtok_lit.modules import CheckpointMismatchError, TextToVideo, TokenizerPretraining

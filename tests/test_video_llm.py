@@ -8,7 +8,7 @@ import torch
 from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTokenizer
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel, LMOutput
-from vtok_lit.core.multimodal_sequence import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.core.sequences import IGNORE_INDEX, build_lm_sequences
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
 from vtok_lit.modules import VideoLLM

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from vtok_lit.core.multimodal_sequence import IGNORE_INDEX
+from vtok_lit.core.sequences import IGNORE_INDEX
 from vtok_lit.data.manifest import option_index
 from vtok_lit.metrics.category_accuracy import CategoryAccuracy
 

@@ -14,12 +14,12 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from vtok_lit.core.generation import rollout_video_tokens
 from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.sequences import build_video_generation_sequences, caption_budget
 from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.token_heads import TokenHeadName, TokenStandardizer, build_token_head
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
-from vtok_lit.core.video_generation_sequence import build_video_generation_sequences, caption_budget
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer

@@ -12,7 +12,7 @@ from torch import nn
 from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
-from vtok_lit.core.multimodal_sequence import LMSequences, build_lm_sequences, next_token_loss
+from vtok_lit.core.sequences import LMSequences, build_lm_sequences, next_token_loss
 from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
