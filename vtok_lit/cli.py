@@ -14,8 +14,8 @@ from vtok_lit import __version__
 from vtok_lit.callbacks.interrupt import EXIT_SIGTERM, InterruptCheckpoint, RunInterrupted
 from vtok_lit.callbacks.prediction_writer import PredictionWriter
 from vtok_lit.data.datamodule import VideoTextDataModule
-from vtok_lit.modules.base import CheckpointMismatchError, VTokModule
-from vtok_lit.modules.checkpoints import find_last_checkpoint, read_checkpoint
+from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.checkpoints import CheckpointMismatchError, find_last_checkpoint, read_checkpoint
 
 # Training choices a checkpoint's own hyperparameters may replace without changing what it holds.
 _NOT_COMPONENTS = ("optimizer", "lr_scheduler")

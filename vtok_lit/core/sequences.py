@@ -103,6 +103,18 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each row's labelled tokens: ``(N, L, V)`` logits, ``(N, L)`` labels
+    -> ``(N,)``.
+
+    Position ``i``'s logits predict label ``i + 1``, as in training; ``IGNORE_INDEX`` labels count nothing.
+    """
+    targets = labels[:, 1:]
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return (picked * (targets != IGNORE_INDEX)).sum(dim=1)
+
+
 def caption_budget(num_video_tokens: int, max_length: int) -> int:
     """Positions an LM context of ``max_length`` leaves for a caption beside L video tokens.
 
