@@ -17,7 +17,11 @@ from vtok_lit import __version__
 from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.tokenizers import VideoTokenizer
-from vtok_lit.modules.checkpoints import CheckpointMismatchError, component_class_names
+from vtok_lit.modules.checkpoints import (
+    CheckpointMismatchError,
+    component_class_names,
+    identity_differences,
+)
 
 
 class VTokModule(LightningModule):
@@ -145,11 +149,7 @@ class VTokModule(LightningModule):
                 f"{type(self).__name__} cannot load it."
             )
         expected = self.checkpoint_identity()
-        differences = [
-            f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}"
-            for key, value in expected.items()
-            if saved.get(key) != value
-        ]
+        differences = identity_differences(saved, expected, "this run")
         if differences:
             raise CheckpointMismatchError(
                 "The checkpoint belongs to another model; " + "; ".join(differences)

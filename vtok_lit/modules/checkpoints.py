@@ -30,6 +30,16 @@ def component_class_names(module: nn.Module) -> dict[str, str]:
     return classes
 
 
+def identity_differences(saved: dict[str, Any], expected: dict[str, str], here: str) -> list[str]:
+    """``"tokenizer: checkpoint VTokTokenizer, <here> KeyFrameTokenizer"`` for every entry of
+    ``expected`` that the checkpoint's ``saved`` identity holds otherwise."""
+    return [
+        f"{key}: checkpoint {saved.get(key)}, {here} {value}"
+        for key, value in expected.items()
+        if saved.get(key) != value
+    ]
+
+
 class NotACheckpointError(ValueError):
     """A file given as a checkpoint is empty, is no PyTorch checkpoint, or holds no model weights."""
 
