@@ -12,12 +12,13 @@ import torch
 from vtok_lit.core import (
     ConvFrameEncoder,
     KeyFrameTokenizer,
+    QuestionRow,
     RegressionVideoDecoder,
+    TextToVideoModel,
     TransformerLM,
+    VideoQuestionAnswering,
     VTokTokenizer,
 )
-from vtok_lit.core.text_to_video import TextToVideoModel
-from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 from vtok_lit.metrics import ClipJudge
 from vtok_lit.modules import TextToVideo, TokenizerPretraining, VideoLLM
 
