@@ -234,6 +234,11 @@ def test_fit_and_validate_log_the_benchmark(tmp_path: Path) -> None:
         ["validate", *cli_args("generation_tiny.yaml", tmp_path / "again"), f"--ckpt_path={checkpoint}"]
     )
     assert "val/vbench/dynamic_degree" in validated.trainer.callback_metrics
+    restored = TextToVideo.load_from_checkpoint(checkpoint, map_location="cpu")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert restored.state_dict().keys() == saved.keys()
+    for name, value in restored.state_dict().items():
+        torch.testing.assert_close(value, saved[name], msg=name)
     with pytest.raises(
         ValueError, match="data.init_args.num_frames is 8 but model.init_args.num_frames is 4"
     ):
