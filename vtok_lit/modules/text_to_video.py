@@ -216,7 +216,8 @@ class TextToVideo(TaskModule):
                 prefix = f"{stage}/{self.benchmark}{suffix}"
                 self.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
             alignment.reset()
-        self.log(f"{stage}/psnr_vs_real", metrics["psnr"].compute())
+        if metrics["psnr"].update_called:
+            self.log(f"{stage}/psnr_vs_real", metrics["psnr"].compute())
         self.log_dict({f"{stage}/vbench/{k}": v for k, v in metrics["temporal"].compute().items()})
         metrics["psnr"].reset()
         metrics["temporal"].reset()
