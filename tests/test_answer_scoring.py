@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from vtok_lit.callbacks.prediction_table import markdown_table
-from vtok_lit.core.multimodal_sequence import IGNORE_INDEX
+from vtok_lit.core.sequences import IGNORE_INDEX, answer_log_likelihood
 from vtok_lit.data.manifest import ManifestError, option_index, read_manifest
 from vtok_lit.metrics import AnswerAccuracy, CategoryAccuracy, is_correct, normalize_answer
 from vtok_lit.metrics.answer_scoring import (
-    answer_log_likelihood,
     chosen_option,
     likelihood_choices,
     question_prompt,

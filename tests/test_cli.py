@@ -19,7 +19,7 @@ from vtok_lit.callbacks import NoUsableDataError
 from vtok_lit.cli import main
 from vtok_lit.data.manifest import read_manifest, write_manifest
 from vtok_lit.data.video_io import read_frames
-from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining
+from vtok_lit.modules import CheckpointMismatchError, TokenizerPretraining, VideoLLM
 from vtok_lit.modules.checkpoints import NotACheckpointError
 
 CONF = Path(__file__).parent / "conf"
@@ -141,6 +141,11 @@ def test_understanding_fit_logs_benchmark_accuracy(tmp_path: Path) -> None:
     checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
     validated = main(["validate", *understanding_args(tmp_path / "again"), f"--ckpt_path={checkpoint}"])
     assert "val/motionshapes/overall" in validated.trainer.callback_metrics
+    restored = VideoLLM.load_from_checkpoint(checkpoint, map_location="cpu")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert restored.state_dict().keys() == saved.keys()
+    for name, value in restored.state_dict().items():
+        torch.testing.assert_close(value, saved[name], msg=name)
 
 
 def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:

@@ -201,14 +201,15 @@ def tiny_batch(tiny_corpus: Path) -> dict:
 def test_video_llm_loss_is_the_same_with_the_cache(tmp_path, tiny_batch) -> None:
     torch.manual_seed(0)
     model = tiny_video_llm(freeze_tokenizer=True, feature_cache_dir=str(tmp_path / "cache"))
-    rows = model._question_rows(tiny_batch["questions"], sample=False)
+    rows = model.question_rows(model.clip_questions(tiny_batch["questions"], sample=False))
     calls = count_encoded_frames(model.tokenizer)
     video, paths, indices = tiny_batch["video"], tiny_batch["path"], tiny_batch["frame_indices"]
+    qa = model.model
 
-    uncached = model._answer_loss(model.video_prefix(video), rows)
-    filling = model._answer_loss(model.video_prefix(video, paths, indices), rows)
+    uncached = qa.loss(qa.video_prefix(video), rows)
+    filling = qa.loss(qa.video_prefix(video, paths, indices), rows)
     assert len(calls) == 2
-    reading = model._answer_loss(model.video_prefix(video, paths, indices), rows)
+    reading = qa.loss(qa.video_prefix(video, paths, indices), rows)
     assert len(calls) == 2, "the second pass ran the frame encoder"
     torch.testing.assert_close(filling, uncached)
     torch.testing.assert_close(reading, uncached)

@@ -20,9 +20,9 @@ from vtok_lit.core import (
     TransformerLM,
     VTokTokenizer,
 )
+from vtok_lit.core.sequences import build_video_generation_sequences
 from vtok_lit.core.token_heads import FlowMatchingTokenHead, TokenStandardizer
 from vtok_lit.core.tokens import TokenKind
-from vtok_lit.core.video_generation_sequence import build_video_generation_sequences
 from vtok_lit.data import write_manifest, write_video
 from vtok_lit.data.motionshapes import BACKGROUND, COLORS
 from vtok_lit.modules import CheckpointMismatchError, TextToVideo, TokenizerPretraining
@@ -63,15 +63,15 @@ def test_token_layout_is_the_one_tokenize_gives(tokenizer_class) -> None:
 def test_rollout_writes_the_tokenizers_sequence_length(tokenizer_class) -> None:
     model = tiny_model(tokenizer_class)
     captions = ["a red circle stays still.", "a blue square moves left."]
-    tokens = model.sample_tokens(captions)
+    tokens = model.model.sample_tokens(captions)
     assert tokens.shape == (2, model.tokenizer.num_tokens(FRAMES), TOKEN_DIM)
-    video = model.generate(captions)
+    video = model.model.generate(captions)
     assert video.shape == (2, FRAMES, 3, SIDE, SIDE)
     assert video.min() >= 0 and video.max() <= 1
 
 
 def test_loss_covers_exactly_the_video_positions() -> None:
-    model = tiny_model()
+    model = tiny_model().model
     length = model.num_video_tokens
     targets = torch.randn(1, length, TOKEN_DIM)
     caption = [model.text_tokenizer.encode("a red circle moves up.")]
@@ -111,7 +111,7 @@ def test_caption_longer_than_the_context_is_cut_from_its_start() -> None:
     with pytest.warns(UserWarning, match="frozen tokenizer keeps its random weights"):
         model = TextToVideo(*tiny_parts(max_seq_len=16), num_frames=FRAMES)
     with pytest.warns(UserWarning, match="first 13 tokens are dropped"):  # 7 video tokens, 22 bytes
-        model.losses(torch.rand(1, FRAMES, 3, SIDE, SIDE), ["a red circle moves up."])
+        model.model.losses(torch.rand(1, FRAMES, 3, SIDE, SIDE), ["a red circle moves up."])
 
 
 def test_rows_are_left_padded_and_an_empty_caption_is_unconditional() -> None:
@@ -171,7 +171,7 @@ def test_guidance_runs_conditional_and_unconditional_rows_in_one_batch() -> None
         token_head="flow_matching",
         guidance_scale=3.0,
         caption_dropout=0.2,
-    )
+    ).model
     captions = ["a red circle.", "a green triangle."]
     guided = model.generate(captions, torch.Generator().manual_seed(0))
     assert guided.shape == (2, FRAMES, 3, SIDE, SIDE)
@@ -234,6 +234,11 @@ def test_fit_and_validate_log_the_benchmark(tmp_path: Path) -> None:
         ["validate", *cli_args("generation_tiny.yaml", tmp_path / "again"), f"--ckpt_path={checkpoint}"]
     )
     assert "val/vbench/dynamic_degree" in validated.trainer.callback_metrics
+    restored = TextToVideo.load_from_checkpoint(checkpoint, map_location="cpu")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert restored.state_dict().keys() == saved.keys()
+    for name, value in restored.state_dict().items():
+        torch.testing.assert_close(value, saved[name], msg=name)
     with pytest.raises(
         ValueError, match="data.init_args.num_frames is 8 but model.init_args.num_frames is 4"
     ):

@@ -15,7 +15,8 @@ CHANNELS = 6
 
 
 class PresetFeatures(FrameEncoder):
-    """Returns the ``(N, C, h, w)`` features it holds, whatever the frames: the test controls them."""
+    """Returns preset ``(N, C, h, w)`` features: frame n of the clips (counting through the batch, see
+    :func:`clips`) gets ``features[n]``, so the test controls them and sees which frames were encoded."""
 
     config_identity = "preset"
 
@@ -25,8 +26,18 @@ class PresetFeatures(FrameEncoder):
         self.out_channels = features.shape[1]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        assert len(frames) == len(self.features)
-        return self.features
+        self.encoded = frames[:, 0, 0, 0].long()
+        assert self.encoded.max() < len(self.features)
+        return self.features[self.encoded]
+
+
+def clips(batch: int, num_frames: int) -> torch.Tensor:
+    """``(batch, num_frames, 3, 8, 8)`` clips whose frame n, counting through the batch, is filled with n."""
+    return (
+        torch.arange(batch * num_frames, dtype=torch.float32)
+        .view(batch, num_frames, 1, 1, 1)
+        .expand(-1, -1, 3, 8, 8)
+    )
 
 
 def make(tokenizer_class, features: torch.Tensor, **options):
@@ -35,7 +46,7 @@ def make(tokenizer_class, features: torch.Tensor, **options):
 
 
 def tokens_of(tokenizer, batch: int, num_frames: int) -> torch.Tensor:
-    return tokenizer(torch.zeros(batch, num_frames, 3, 8, 8)).tokens
+    return tokenizer(clips(batch, num_frames)).tokens
 
 
 def changed_positions(before: torch.Tensor, after: torch.Tensor) -> list[int]:
@@ -86,7 +97,7 @@ def test_token_counts_and_layout(num_frames, stride):
     vtok = make(VTokTokenizer, features, temporal_stride=stride)
     tokenizers = [vtok, make(FrameSamplingTokenizer, features), make(KeyFrameTokenizer, features)]
     for tokenizer in tokenizers:
-        tokens = tokenizer(torch.zeros(2, num_frames, 3, 8, 8))
+        tokens = tokenizer(clips(2, num_frames))
         assert len(tokens) == tokenizer.num_tokens(num_frames)
         assert tokens.tokens.shape == (2, len(tokens), 8)
         assert tokens.kinds.dtype == tokens.frame_index.dtype == torch.long
@@ -97,10 +108,10 @@ def test_token_counts_and_layout(num_frames, stride):
     assert tokenizers[1].num_tokens(num_frames) == num_frames * cells
     assert tokenizers[2].num_tokens(num_frames) == cells
 
-    tokens = vtok(torch.zeros(2, num_frames, 3, 8, 8))
+    tokens = vtok(clips(2, num_frames))
     assert tokens.kinds.tolist() == [TokenKind.SPATIAL] * cells + [TokenKind.RESIDUAL] * num_residual
     assert tokens.frame_index.tolist() == [0] * cells + list(range(1, num_frames, stride))
-    frames = tokenizers[1](torch.zeros(2, num_frames, 3, 8, 8))
+    frames = tokenizers[1](clips(2, num_frames))
     assert frames.kinds.unique().tolist() == [TokenKind.FRAME]
     assert frames.frame_index.tolist() == [t for t in range(num_frames) for _ in range(cells)]
 
@@ -108,7 +119,7 @@ def test_token_counts_and_layout(num_frames, stride):
 def test_a_middle_key_frame_is_left_out_of_the_residual_groups():
     features = torch.randn(16, CHANNELS, 4, 4)
     tokenizer = make(VTokTokenizer, features, key_frame="middle", temporal_stride=2)
-    tokens = tokenizer(torch.zeros(1, 16, 3, 8, 8))
+    tokens = tokenizer(clips(1, 16))
     assert tokens.frame_index.tolist() == [8] * 16 + [0, 2, 4, 6, 9, 11, 13, 15]
 
 
@@ -116,13 +127,23 @@ def test_a_middle_key_frame_is_left_out_of_the_residual_groups():
 def test_key_frame_options(key_frame, expected):
     tokenizer = make(KeyFrameTokenizer, torch.randn(7, CHANNELS, 4, 4), key_frame=key_frame)
     assert tokenizer.key_frame_index(7) == expected
-    assert tokenizer(torch.zeros(1, 7, 3, 8, 8)).frame_index.unique().tolist() == [expected]
+    assert tokenizer(clips(1, 7)).frame_index.unique().tolist() == [expected]
+
+
+def test_the_key_frame_tokenizer_encodes_the_key_frame_alone():
+    features = torch.randn(2 * 5, CHANNELS, 4, 4)
+    key_frame_only = make(KeyFrameTokenizer, features, key_frame="middle")
+    tokens = key_frame_only(clips(2, 5))
+    assert key_frame_only.frame_encoder.encoded.tolist() == [2, 7], "the encoder saw more than the key frames"
+    # The same tokens as from the features of every frame (what a feature cache holds).
+    every_frame = key_frame_only.tokenize_features(key_frame_only.encode_frames(clips(2, 5)))
+    torch.testing.assert_close(tokens.tokens, every_frame.tokens)
 
 
 def test_bad_options_are_clear_errors():
     features = torch.randn(4, CHANNELS, 4, 4)
     with pytest.raises(ValueError, match="key_frame=7 is out of range for a clip of T=4"):
-        make(VTokTokenizer, features, key_frame=7)(torch.zeros(1, 4, 3, 8, 8))
+        make(VTokTokenizer, features, key_frame=7)(clips(1, 4))
     with pytest.raises(ValueError, match="key_frame='last'"):
         make(KeyFrameTokenizer, features, key_frame="last")
     with pytest.raises(ValueError, match="residual_pooling='max'"):
@@ -131,7 +152,7 @@ def test_bad_options_are_clear_errors():
         make(VTokTokenizer, features, temporal_stride=0)
     too_long = make(FrameSamplingTokenizer, torch.randn(5, CHANNELS, 4, 4), max_frames=4)
     with pytest.raises(ValueError, match="T=5.*max_frames=4"):
-        too_long(torch.zeros(1, 5, 3, 8, 8))
+        too_long(clips(1, 5))
 
 
 def residual_tokens_for_static_video(residual_features: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,7 +61,9 @@ def test_short_understanding_fit_lifts_counting_well_above_chance(tmp_path: Path
         questions = _questions_of("counting", val["questions"])
         with torch.no_grad():
             model.eval()
-            predictions = model.answer(val["video"], [[qa["question"] for qa in clip] for clip in questions])
+            predictions = model.model.answer(
+                val["video"], [[qa["question"] for qa in clip] for clip in questions]
+            )
             model.train()
         pairs = [
             (prediction, qa["answer"])

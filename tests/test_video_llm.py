@@ -8,7 +8,8 @@ import torch
 from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTokenizer
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel, LMOutput
-from vtok_lit.core.multimodal_sequence import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.core.sequences import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.core.video_qa import QuestionRow
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
 from vtok_lit.modules import VideoLLM
@@ -94,10 +95,11 @@ def tiny_video_llm(**kwargs) -> VideoLLM:
 def test_video_tokens_reach_the_language_model() -> None:
     torch.manual_seed(0)
     model = tiny_video_llm()
-    rows = [(0, {"question": "How many objects are there?", "answer": "2"})]
+    rows = [QuestionRow(0, "How many objects are there?", "2")]
     video = torch.rand(1, 4, 3, 32, 32)
-    first = model._sequences(model.video_prefix(video), rows, with_answers=True)
-    second = model._sequences(model.video_prefix(torch.rand(1, 4, 3, 32, 32)), rows, with_answers=True)
+    qa = model.model
+    first = qa.sequences(qa.video_prefix(video), rows, with_answers=True)
+    second = qa.sequences(qa.video_prefix(torch.rand(1, 4, 3, 32, 32)), rows, with_answers=True)
     logits_first = model.language_model(first.inputs_embeds, first.attention_mask).logits
     logits_second = model.language_model(second.inputs_embeds, second.attention_mask).logits
     assert not torch.allclose(logits_first[0, -3:], logits_second[0, -3:])
@@ -113,19 +115,20 @@ def test_training_step_backpropagates_into_the_tokenizer() -> None:
             [{"question": "How many objects are there?", "answer": "3", "category": "counting"}],
         ],
     }
-    loss = model._answer_loss(
-        model.video_prefix(batch["video"]), model._question_rows(batch["questions"], False)
+    loss = model.model.loss(
+        model.model.video_prefix(batch["video"]),
+        model.question_rows(model.clip_questions(batch["questions"], sample=False)),
     )
     loss.backward()
     assert all(p.grad is not None for p in model.tokenizer.residual_mlp.parameters())
     assert all(p.grad is not None for p in model.tokenizer.frame_encoder.parameters())
-    assert model.projector[0].weight.grad.abs().sum() > 0
+    assert model.model.projector[0].weight.grad.abs().sum() > 0
 
 
 def test_frozen_tokenizer_gets_no_gradient() -> None:
     model = tiny_video_llm(freeze_tokenizer=True)
     assert not any(p.requires_grad for p in model.tokenizer.parameters())
-    assert all(p.requires_grad for p in model.projector.parameters())
+    assert all(p.requires_grad for p in model.model.projector.parameters())
 
 
 def test_text_vocabulary_larger_than_the_lm_is_refused() -> None:
@@ -167,8 +170,9 @@ def test_multiple_choice_is_scored_by_the_options_likelihood(word: str, choice: 
         (0, {"question": "Which way?", "answer": "B", "options": ["left", "right"]}),
         (0, {"question": "How many?", "answer": "2"}),
     ]
-    prefix = model.video_prefix(torch.rand(1, 4, 3, 32, 32))
-    assert model._likelihood_choices(prefix, rows) == [choice, None]
+    prefix = model.model.video_prefix(torch.rand(1, 4, 3, 32, 32))
+    assert model.likelihood_choices(prefix, rows) == [choice, None]
     # The LM reads the options, lettered, after the question.
-    prompt = model._sequences(prefix, rows[:1], with_answers=False).inputs_embeds[0, -22:, 0]
+    prompt = model.model.sequences(prefix, model.question_rows(rows[:1]), with_answers=False)
+    prompt = prompt.inputs_embeds[0, -22:, 0]
     assert bytes(prompt.long().tolist()).decode() == "Which way? (A) left (B) right"[-22:]

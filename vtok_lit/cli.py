@@ -14,8 +14,13 @@ from vtok_lit import __version__
 from vtok_lit.callbacks.interrupt import EXIT_SIGTERM, InterruptCheckpoint, RunInterrupted
 from vtok_lit.callbacks.prediction_writer import PredictionWriter
 from vtok_lit.data.datamodule import VideoTextDataModule
-from vtok_lit.modules.base import CheckpointMismatchError, VTokModule
-from vtok_lit.modules.checkpoints import find_last_checkpoint, read_checkpoint
+from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.checkpoints import (
+    CheckpointMismatchError,
+    find_last_checkpoint,
+    identity_differences,
+    read_checkpoint,
+)
 
 # Training choices a checkpoint's own hyperparameters may replace without changing what it holds.
 _NOT_COMPONENTS = ("optimizer", "lr_scheduler")
@@ -66,11 +71,7 @@ class VTokCLI(LightningCLI):
         configured = component_classes(section.get("model"))
         super()._parse_ckpt_path()
         saved = component_classes(self.config[subcommand].get("model"))
-        differences = [
-            f"{key}: checkpoint {saved.get(key)}, config {value}"
-            for key, value in configured.items()
-            if saved.get(key) != value
-        ]
+        differences = identity_differences(saved, configured, "config")
         if differences:
             raise CheckpointMismatchError(
                 f"--ckpt_path {section.ckpt_path} holds other components than the config asks for ("

@@ -5,6 +5,7 @@ from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder, ViTFram
 from vtok_lit.core.hf_language_model import HFCausalLM
 from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
+from vtok_lit.core.text_to_video import TextToVideoModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, HFTokenizer, OpenCLIPTokenizer, TextTokenizer
 from vtok_lit.core.tokenizers import (
     FrameSamplingTokenizer,
@@ -15,6 +16,7 @@ from vtok_lit.core.tokenizers import (
 )
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import FlowMatchingVideoDecoder, RegressionVideoDecoder, VideoDecoder
+from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 
 __all__ = [
     "ByteTokenizer",
@@ -23,6 +25,8 @@ __all__ = [
     "LMOutput",
     "LanguageModel",
     "OpenCLIPTokenizer",
+    "QuestionRow",
+    "TextToVideoModel",
     "TextTokenizer",
     "TransformerBlock",
     "TransformerLM",
@@ -38,6 +42,7 @@ __all__ = [
     "VTokTokenizer",
     "ViTFrameEncoder",
     "VideoDecoder",
+    "VideoQuestionAnswering",
     "VideoTokenizer",
     "VideoTokens",
     "encode_frames_cached",

@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from vtok_lit.core.language_models import LanguageModel
+
 
 class TextTokenizer(ABC):
     """Turns text into ids and back.
@@ -139,3 +141,14 @@ class HFTokenizer(TextTokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def text_tokenizer_for(language_model: LanguageModel, text_tokenizer: TextTokenizer | None) -> TextTokenizer:
+    """The text tokenizer (bytes when unset); refused if it has more ids than the LM has logits."""
+    text_tokenizer = text_tokenizer or ByteTokenizer()
+    if text_tokenizer.vocab_size > language_model.vocab_size:
+        raise ValueError(
+            f"The text tokenizer has {text_tokenizer.vocab_size} ids but the language model only "
+            f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
+        )
+    return text_tokenizer

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok_lit.core.flow_matching import euler_sample, training_point
 from vtok_lit.core.layers import MLP, timestep_embedding
 from vtok_lit.core.tokens import TokenKind
 
@@ -54,9 +55,10 @@ class RegressionTokenHead(TokenHead):
 class FlowMatchingTokenHead(TokenHead):
     """A per-token rectified flow conditioned on the hidden state: it samples the token distribution.
 
-    ``x_t = (1 - t) * noise + t * token`` and a small residual MLP predicts the velocity
-    ``token - noise`` from ``x_t``, ``t`` and the hidden state. Where a caption leaves a token
-    uncertain, regression blurs the choices into their mean; the flow picks one of them.
+    On the path ``x_t = (1 - t) * noise + t * token`` (:mod:`vtok_lit.core.flow_matching`) a small
+    residual MLP predicts the velocity ``token - noise`` from ``x_t``, ``t`` and the hidden state.
+    Where a caption leaves a token uncertain, regression blurs the choices into their mean; the flow
+    picks one of them.
     """
 
     def __init__(
@@ -99,18 +101,17 @@ class FlowMatchingTokenHead(TokenHead):
         return self.to_velocity(self.out_norm(x))
 
     def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn_like(target)
-        t = torch.rand(len(target), device=target.device, dtype=target.dtype)
-        noisy = (1 - t[:, None]) * noise + t[:, None] * target
-        return F.mse_loss(self.velocity(noisy, t, hidden).float(), (target - noise).float())
+        noisy, t, target_velocity = training_point(target)
+        return F.mse_loss(self.velocity(noisy, t, hidden).float(), target_velocity.float())
 
     def sample(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        shape = (len(hidden), self.to_velocity.out_features)
-        x = torch.randn(shape, generator=generator, device=hidden.device, dtype=hidden.dtype)
-        step = 1.0 / self.num_sampling_steps
-        for i in range(self.num_sampling_steps):
-            x = x + step * self.velocity(x, x.new_full((len(x),), i * step), hidden)
-        return x
+        return euler_sample(
+            lambda x, t: self.velocity(x, t, hidden),
+            (len(hidden), self.to_velocity.out_features),
+            self.num_sampling_steps,
+            hidden,
+            generator,
+        )
 
 
 class TokenStandardizer(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from vtok_lit.core.frame_encoders import FrameEncoder
 from vtok_lit.core.layers import MLP, AttentionPooling, FrameEmbedding
-from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.tokens import TokenKind, VideoTokens, cell_centres
 
 KeyFrameName = Literal["first", "middle"]
 KeyFrame = int | KeyFrameName
@@ -60,13 +60,6 @@ def position_bases(height: int, width: int, fourier_frequencies: int = 0) -> tor
                 torch.sin(torch.pi * frequency * coordinate),
             ]
     return torch.stack(bases)
-
-
-def grid_cell_centres(grid_size: int, num_frames: int = 1) -> torch.Tensor:
-    """``(num_frames * g * g, 2)`` (x, y) centres in [0, 1] of the cells, row-major, frame after frame."""
-    centres = (torch.arange(grid_size, dtype=torch.float32) + 0.5) / grid_size
-    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten()], dim=-1).repeat(num_frames, 1)
 
 
 class VideoTokenizer(nn.Module, ABC):
@@ -186,7 +179,7 @@ class FrameSamplingTokenizer(VideoTokenizer):
     def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frame_index = torch.arange(num_frames).repeat_interleave(self.tokens_per_frame)
         kinds = torch.full_like(frame_index, TokenKind.FRAME)
-        return kinds, frame_index, grid_cell_centres(self.grid_size, num_frames)
+        return kinds, frame_index, cell_centres(self.grid_size).repeat(num_frames, 1)
 
 
 class KeyFrameTokenizer(VideoTokenizer):
@@ -216,15 +209,27 @@ class KeyFrameTokenizer(VideoTokenizer):
             )
         return self.key_frame % num_frames
 
+    def forward(self, video: torch.Tensor) -> VideoTokens:
+        """Tokenizes ``(B, T, 3, H, W)`` clips in [0, 1] from their key frame: the frame encoder sees
+        one frame of each clip, not T."""
+        num_frames = video.shape[1]
+        key = self.key_frame_index(num_frames)
+        key_features = self.encode_frames(video[:, key : key + 1])
+        return self.video_tokens(self.key_frame_tokens(key_features, num_frames), num_frames)
+
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
         return self.video_tokens(self.spatial_tokens(features), features.shape[1])
 
     def spatial_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """The ``(B, S, D)`` grid-cell tokens of the key frame of ``(B, T, C, h, w)`` features."""
-        num_frames = features.shape[1]
+        key = self.key_frame_index(features.shape[1])
+        return self.key_frame_tokens(features[:, key : key + 1], features.shape[1])
+
+    def key_frame_tokens(self, key_features: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The ``(B, S, D)`` grid-cell tokens of ``(B, 1, C, h, w)`` features of the key frame of
+        ``num_frames``-frame clips."""
         key = self.key_frame_index(num_frames)
-        key_position = self.frame_embedding(num_frames)[key : key + 1]
-        return self.cell_tokens(features[:, key : key + 1], key_position)
+        return self.cell_tokens(key_features, self.frame_embedding(num_frames)[key : key + 1])
 
     def num_tokens(self, num_frames: int) -> int:
         return self.tokens_per_frame
@@ -232,7 +237,7 @@ class KeyFrameTokenizer(VideoTokenizer):
     def token_layout(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frame_index = torch.full((self.tokens_per_frame,), self.key_frame_index(num_frames))
         kinds = torch.full_like(frame_index, TokenKind.SPATIAL)
-        return kinds, frame_index, grid_cell_centres(self.grid_size)
+        return kinds, frame_index, cell_centres(self.grid_size)
 
 
 class VTokTokenizer(KeyFrameTokenizer):
@@ -296,6 +301,10 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
         num_bases = 3 + 4 * fourier_frequencies if residual_pooling == "moments" else 1
         self.residual_mlp = MLP(channels * num_bases, residual_hidden_dim, self.token_dim)  # g_phi
+
+    def forward(self, video: torch.Tensor) -> VideoTokens:
+        """Tokenizes ``(B, T, 3, H, W)`` clips in [0, 1]; the residual tokens need every frame encoded."""
+        return self.tokenize_features(self.encode_frames(video))
 
     def tokenize_features(self, features: torch.Tensor) -> VideoTokens:
         tokens = torch.cat([self.spatial_tokens(features), self.residual_tokens(features)], dim=1)

@@ -16,6 +16,14 @@ class TokenKind(IntEnum):
     FRAME = 2  # one grid cell of one sampled frame (naive tokenization)
 
 
+def cell_centres(cells_per_side: int) -> torch.Tensor:
+    """``(n * n, 2)`` (x, y) centres in [0, 1] of the cells of an ``n x n`` grid over a frame, row-major:
+    where a grid-cell token sits (``VideoTokens.cell_xy``), and where a decoder's patch does."""
+    centres = (torch.arange(cells_per_side, dtype=torch.float32) + 0.5) / cells_per_side
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)
+
+
 @dataclass
 class VideoTokens:
     """A batch of video token sequences.

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok_lit.core.flow_matching import euler_sample, training_point
 from vtok_lit.core.layers import MLP, FrameEmbedding, FrameQueryBlock, timestep_embedding
-from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.tokens import TokenKind, VideoTokens, cell_centres
 
 # A pixel "changed since the key frame" when a channel moved by more than this (intensities in
 # [0, 1]): above the corpus's background noise (std 0.03 a frame) and codec error, below the
@@ -146,9 +147,7 @@ class VideoDecoder(nn.Module, ABC):
         self.log_locality = (
             nn.Parameter(torch.full((depth, num_heads), math.log(locality))) if locality > 0 else None
         )
-        centres = (torch.arange(self.patches_per_side, dtype=torch.float32) + 0.5) / self.patches_per_side
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer("patch_xy", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
+        self.register_buffer("patch_xy", cell_centres(self.patches_per_side), persistent=False)
         self.out_norm = nn.LayerNorm(width)
         self.to_patches = nn.Linear(width, 3 * patch_size**2)
         # Near-zero outputs at first: from the default init's random pixels, training settles on the
@@ -367,8 +366,9 @@ class RegressionVideoDecoder(VideoDecoder):
 class FlowMatchingVideoDecoder(VideoDecoder):
     """A conditional rectified-flow decoder with classifier-free guidance.
 
-    In [-1, 1] pixel space, ``x_t = (1 - t) * noise + t * video`` and the network predicts the
-    velocity ``video - noise`` from the patches of ``x_t``, the time ``t`` and the tokens.
+    In [-1, 1] pixel space, on the path ``x_t = (1 - t) * noise + t * video``
+    (:mod:`vtok_lit.core.flow_matching`), the network predicts the velocity ``video - noise`` from the
+    patches of ``x_t``, the time ``t`` and the tokens.
     """
 
     def __init__(
@@ -418,28 +418,26 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         num_frames = video.shape[1]
         frames = self.loss_frames(num_frames, video.device)
         target = (video if frames is None else video[:, frames]) * 2 - 1
-        noise = torch.randn_like(target)
-        t = torch.rand(len(target), device=target.device)
-        t_video = t.view(-1, 1, 1, 1, 1)
-        noisy = (1 - t_video) * noise + t_video * target
+        noisy, t, target_velocity = training_point(target)
         drop_condition = None
         if self.training and self.condition_dropout > 0:
             drop_condition = torch.rand(len(target), device=target.device) < self.condition_dropout
         velocity = self.velocity(noisy, t, tokens, drop_condition, num_frames, frames)
-        return self.pixel_mse(velocity, target - noise, tokens, video, frames)
+        return self.pixel_mse(velocity, target_velocity, tokens, video, frames)
 
     @torch.no_grad()
     def decode(
         self, tokens: VideoTokens, num_frames: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Samples clips by Euler steps from noise; a ``generator`` on the tokens' device fixes the noise."""
-        batch = len(tokens.tokens)
-        shape = (batch, num_frames, 3, self.image_size, self.image_size)
-        x = torch.randn(shape, generator=generator, device=tokens.tokens.device, dtype=tokens.tokens.dtype)
-        step = 1.0 / self.num_sampling_steps
-        for i in range(self.num_sampling_steps):
-            t = x.new_full((batch,), i * step)
-            x = x + step * self.guided_velocity(x, t, tokens)
+        shape = (len(tokens.tokens), num_frames, 3, self.image_size, self.image_size)
+        x = euler_sample(
+            lambda noisy, t: self.guided_velocity(noisy, t, tokens),
+            shape,
+            self.num_sampling_steps,
+            tokens.tokens,
+            generator,
+        )
         return ((x + 1) / 2).clamp(0, 1)
 
     def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, tokens: VideoTokens) -> torch.Tensor:

@@ -9,7 +9,8 @@ from one that learns the content.
 A multiple-choice question (``options`` in its record) is answered right when the generated text
 names the right option, by its letter ("B", "(B)", "B) right") or by its text after
 normalisation. Scoring by the option to which the LM gives the highest log-likelihood is the other
-way (:func:`answer_log_likelihood`, :func:`likelihood_choices`); :class:`AnswerAccuracy` reports both.
+way (:func:`vtok_lit.core.sequences.answer_log_likelihood`, :func:`likelihood_choices`);
+:class:`AnswerAccuracy` reports both.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 
 import torch
 
-from vtok_lit.core.multimodal_sequence import IGNORE_INDEX
 from vtok_lit.data.manifest import option_index
 from vtok_lit.metrics.category_accuracy import CategoryAccuracy
 
@@ -71,18 +71,6 @@ def is_correct(prediction: str, answer: str, options: Sequence[str] | None = Non
     if options:
         return chosen_option(prediction, options) == option_index(answer, options)
     return normalize_answer(prediction) == normalize_answer(answer)
-
-
-def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each row's labelled tokens: ``(N, L, V)`` logits, ``(N, L)`` labels
-    -> ``(N,)``.
-
-    Position ``i``'s logits predict label ``i + 1``, as in training; ``IGNORE_INDEX`` labels count nothing.
-    """
-    targets = labels[:, 1:]
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-    return (picked * (targets != IGNORE_INDEX)).sum(dim=1)
 
 
 def likelihood_choices(log_likelihoods: Sequence[float], option_counts: Sequence[int]) -> list[int | None]:

@@ -10,23 +10,30 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+from torchmetrics import Metric, MetricCollection
 
 from vtok_lit import __version__
 from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
-from vtok_lit.core.text_tokenizers import ByteTokenizer, TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was written by another module or another tokenizer than the one loading it."""
+from vtok_lit.modules.checkpoints import (
+    CheckpointMismatchError,
+    component_class_names,
+    identity_differences,
+)
 
 
 class VTokModule(LightningModule):
-    """Base class: builds the injected optimizer after the strategy has wrapped the model.
+    """Base class: builds the injected optimizer after the strategy has wrapped the model, and the
+    metrics of each evaluation stage in one place.
 
-    Subclasses describe themselves in :meth:`checkpoint_identity`; a checkpoint whose identity differs
-    from the module loading it is refused with an error naming both, before any weight is touched.
+    A module is identified by its class and the classes of its components (:meth:`checkpoint_identity`);
+    a checkpoint whose identity differs from the module loading it is refused with an error naming
+    both, before any weight is touched.
+
+    Validation and test share one :meth:`evaluate` and one :meth:`log_epoch_metrics`, given the stage's
+    metrics: ``val_metrics`` and ``test_metrics``, an ``nn.ModuleDict`` each of :meth:`stage_metrics`.
     """
 
     def __init__(
@@ -46,6 +53,43 @@ class VTokModule(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.configure_metrics([])
+
+    def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, Metric | MetricCollection]:
+        """Fresh metrics of one evaluation stage (``"val"`` or ``"test"``), by name; ``categories`` are
+        the question categories of the data."""
+        return {}
+
+    def configure_metrics(self, categories: list[str]) -> None:
+        """Builds ``val_metrics`` and ``test_metrics`` for data of the question ``categories``."""
+        self.metric_categories = categories
+        self.val_metrics = nn.ModuleDict(self.stage_metrics("val", categories)).to(self.device)
+        self.test_metrics = nn.ModuleDict(self.stage_metrics("test", categories)).to(self.device)
+
+    def setup(self, stage: str) -> None:
+        # Rebuilt only for other categories: Lightning remembers which attribute holds a logged Metric.
+        categories = self.data_question_categories()
+        if categories != self.metric_categories:
+            self.configure_metrics(categories)
+
+    def evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: nn.ModuleDict) -> Any:
+        """A validation or test step; ``stage`` names the logged keys (``val/...``)."""
+        raise NotImplementedError
+
+    def log_epoch_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
+        """Logs what :meth:`evaluate` left to the end of an evaluation epoch; nothing by default."""
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
+        return self.evaluate(batch, batch_idx, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_metrics("val", self.val_metrics)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
+        return self.evaluate(batch, batch_idx, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_metrics("test", self.test_metrics)
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -65,8 +109,9 @@ class VTokModule(LightningModule):
         return [RequireUsableData()]
 
     def checkpoint_identity(self) -> dict[str, str]:
-        """What a checkpoint must match to be loaded into this module (class names of the parts)."""
-        return {"module": f"{type(self).__module__}.{type(self).__qualname__}"}
+        """What a checkpoint must match to be loaded into this module: its class, and the class names of
+        its components (:func:`component_class_names`)."""
+        return {"module": f"{type(self).__module__}.{type(self).__qualname__}", **component_class_names(self)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
@@ -104,11 +149,7 @@ class VTokModule(LightningModule):
                 f"{type(self).__name__} cannot load it."
             )
         expected = self.checkpoint_identity()
-        differences = [
-            f"{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}"
-            for key, value in expected.items()
-            if saved.get(key) != value
-        ]
+        differences = identity_differences(saved, expected, "this run")
         if differences:
             raise CheckpointMismatchError(
                 "The checkpoint belongs to another model; " + "; ".join(differences)
@@ -184,14 +225,19 @@ class VTokModule(LightningModule):
             )
 
 
-def checked_text_tokenizer(
-    text_tokenizer: TextTokenizer | None, language_model: LanguageModel
-) -> TextTokenizer:
-    """The text tokenizer (bytes when unset); refused if it has more ids than the LM has logits."""
-    text_tokenizer = text_tokenizer or ByteTokenizer()
-    if text_tokenizer.vocab_size > language_model.vocab_size:
-        raise ValueError(
-            f"The text tokenizer has {text_tokenizer.vocab_size} ids but the language model only "
-            f"{language_model.vocab_size} (model.init_args.language_model.init_args.vocab_size)."
-        )
-    return text_tokenizer
+class TaskModule(VTokModule):
+    """A module that trains and scores one task model of :mod:`vtok_lit.core`, ``self.model``.
+
+    The model's tokenizer and LM, given to this module's ``__init__``, read as the module's own
+    (``module.tokenizer``): for :meth:`checkpoint_identity` and for scripts that inspect a run.
+    """
+
+    model: nn.Module
+
+    @property
+    def tokenizer(self) -> VideoTokenizer:
+        return self.model.tokenizer
+
+    @property
+    def language_model(self) -> LanguageModel:
+        return self.model.language_model

@@ -1,7 +1,9 @@
-"""Read checkpoint files safely, and initialise one part of a module (a tokenizer, a decoder) from one."""
+"""Read checkpoint files safely, say what a checkpoint must match, and initialise one part of a module (a
+tokenizer, a decoder) from one."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,32 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
-from vtok_lit.modules.base import CheckpointMismatchError
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by another module or another tokenizer than the one loading it."""
+
+
+def component_class_names(module: nn.Module) -> dict[str, str]:
+    """``{"tokenizer": "VTokTokenizer", "frame_encoder": "ConvFrameEncoder", ...}``: the class of every
+    ``nn.Module`` argument of ``module``'s ``__init__`` (held as the attribute of that name), and of
+    theirs in turn."""
+    classes = {}
+    for name in inspect.signature(type(module).__init__).parameters:
+        part = getattr(module, name, None)
+        if isinstance(part, nn.Module):
+            classes[name] = type(part).__name__
+            classes |= component_class_names(part)
+    return classes
+
+
+def identity_differences(saved: dict[str, Any], expected: dict[str, str], here: str) -> list[str]:
+    """``"tokenizer: checkpoint VTokTokenizer, <here> KeyFrameTokenizer"`` for every entry of
+    ``expected`` that the checkpoint's ``saved`` identity holds otherwise."""
+    return [
+        f"{key}: checkpoint {saved.get(key)}, {here} {value}"
+        for key, value in expected.items()
+        if saved.get(key) != value
+    ]
 
 
 class NotACheckpointError(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from typing import Any, Literal
@@ -10,29 +9,25 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from vtok_lit.core.generation import rollout_video_tokens
 from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.text_to_video import TextToVideoModel
 from vtok_lit.core.text_tokenizers import TextTokenizer
-from vtok_lit.core.token_heads import TokenHeadName, TokenStandardizer, build_token_head
+from vtok_lit.core.token_heads import TokenHeadName
 from vtok_lit.core.tokenizers import VideoTokenizer
-from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
-from vtok_lit.core.video_generation_sequence import build_video_generation_sequences, caption_budget
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
-from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
+from vtok_lit.modules.base import TaskModule
 from vtok_lit.modules.checkpoints import load_part_weights
 
 
-class TextToVideo(VTokModule):
-    """Writes videos from captions: ``[caption][begin-of-video][v_1 .. v_L]``, then decodes the tokens.
+class TextToVideo(TaskModule):
+    """Writes videos from captions: trains and scores a :class:`~vtok_lit.core.text_to_video.TextToVideoModel`
+    (``self.model``).
 
-    The targets are the tokenizer's tokens of the real clip, standardised per channel with running
-    statistics. A video token enters the LM through a linear projection plus learned embeddings of its
-    kind (spatial / residual / frame) and of its slot (position in the clip's sequence); a token head
-    reads each next token off the hidden states.
     Validation generates a clip per caption of any data; temporal quality is scored VBench-style
     (``val/vbench/<name>``) and the clip is compared with the real one (``val/psnr_vs_real``). With a
     ``judge``, the questions it can read (those of its benchmark) are answered from the generated
@@ -100,21 +95,25 @@ class TextToVideo(VTokModule):
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
-        if decoder_loss_weight > 0 and freeze_decoder:
-            raise ValueError("decoder_loss_weight > 0 trains the decoder: set freeze_decoder: false.")
-        if not freeze_tokenizer and decoder_loss_weight <= 0:
-            raise ValueError(
-                "A trainable tokenizer learns from the decoder loss alone: set decoder_loss_weight > 0 "
-                "(and freeze_decoder: false), or freeze_tokenizer: true."
-            )
         if not 0 <= caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
         if guidance_scale != 1.0 and caption_dropout == 0:
             raise ValueError("guidance_scale needs an unconditional model: set caption_dropout > 0.")
-        self.tokenizer = tokenizer
-        self.decoder = decoder
-        self.language_model = language_model
-        self.text_tokenizer = checked_text_tokenizer(text_tokenizer, language_model)
+        self.model = TextToVideoModel(
+            tokenizer,
+            decoder,
+            language_model,
+            text_tokenizer,
+            num_frames,
+            token_head,
+            head_hidden_dim,
+            head_sampling_steps,
+            guidance_scale,
+            visual_loss_weight,
+            decoder_loss_weight,
+            freeze_tokenizer,
+            freeze_decoder,
+        )
         if tokenizer_checkpoint is not None:
             load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
             load_part_weights(decoder, tokenizer_checkpoint, "decoder")
@@ -123,158 +122,38 @@ class TextToVideo(VTokModule):
                 "TextToVideo: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights.",
                 stacklevel=2,
             )
-        self.freeze_tokenizer = freeze_tokenizer
-        tokenizer.requires_grad_(not freeze_tokenizer)
-        decoder.requires_grad_(not freeze_decoder)
-        self.visual_loss_weight = visual_loss_weight
-        self.decoder_loss_weight = decoder_loss_weight
         self.caption_dropout = caption_dropout
-        self.guidance_scale = guidance_scale
-        self.num_frames = num_frames
         self.benchmark = benchmark
         self.judge = judge
         self.judge_reconstructions = judge_reconstructions
 
-        self.num_video_tokens = tokenizer.num_tokens(num_frames)
-        caption_budget(self.num_video_tokens, language_model.max_seq_len)
-        self.register_buffer("token_kinds", tokenizer.token_layout(num_frames)[0], persistent=False)
-        hidden = language_model.hidden_size
-        self.begin_of_video = nn.Parameter(0.02 * torch.randn(hidden))
-        self.token_projection = nn.Linear(tokenizer.token_dim, hidden)
-        self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
-        self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.num_video_tokens, hidden))
-        self.standardizer = TokenStandardizer(tokenizer.token_dim)
-        self.token_head = build_token_head(
-            token_head, hidden, tokenizer.token_dim, head_hidden_dim, head_sampling_steps
-        )
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_alignment", AnswerAccuracy())
-            setattr(self, f"{stage}_reconstructed_alignment", AnswerAccuracy())
-            setattr(self, f"{stage}_temporal", TemporalQuality())
-            setattr(self, f"{stage}_psnr", PeakSignalNoiseRatio(data_range=1.0))
+    @property
+    def decoder(self) -> VideoDecoder:
+        return self.model.decoder
 
-    def checkpoint_identity(self) -> dict[str, str]:
+    def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, Metric]:
         return {
-            **super().checkpoint_identity(),
-            "tokenizer": type(self.tokenizer).__name__,
-            "frame_encoder": type(self.tokenizer.frame_encoder).__name__,
-            "decoder": type(self.decoder).__name__,
-            "language_model": type(self.language_model).__name__,
+            "alignment": AnswerAccuracy(categories),
+            "reconstructed_alignment": AnswerAccuracy(categories),
+            "temporal": TemporalQuality(),
+            "psnr": PeakSignalNoiseRatio(data_range=1.0),
         }
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         for key, model_key, value in (
-            ("num_frames", "num_frames", self.num_frames),
+            ("num_frames", "num_frames", self.model.num_frames),
             ("image_size", "decoder.init_args.image_size", self.decoder.image_size),
         ):
             if self.data_setting(key) is not None:
                 self.check_data_matches(key, self.data_setting(key), model_key, value)
         self.check_frames_fit(self.tokenizer)
-        categories = self.data_question_categories()
-        for evaluation in ("val", "test"):
-            for suffix in ("", "_reconstructed"):
-                setattr(self, f"{evaluation}{suffix}_alignment", AnswerAccuracy(categories).to(self.device))
-
-    def target_tokens(self, video: torch.Tensor) -> VideoTokens:
-        """The tokenizer's tokens of real clips ``(B, T, 3, H, W)``, the LM's targets."""
-        if video.shape[1] != self.num_frames:
-            raise ValueError(
-                f"clips of {video.shape[1]} frames, but model.init_args.num_frames={self.num_frames}"
-            )
-        frozen = torch.no_grad() if self.freeze_tokenizer else contextlib.nullcontext()
-        with frozen:
-            return self.tokenizer(video)
-
-    def embed_video(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """LM inputs ``(B, n, hidden)`` of ``(B, n, D)`` video tokens at slots ``start .. start + n - 1``."""
-        slots = slice(start, start + tokens.shape[1])
-        return (
-            self.token_projection(tokens)
-            + self.kind_embedding(self.token_kinds[slots])
-            + self.slot_embedding[slots]
-        )
-
-    def caption_ids(self, captions: list[str], dropout: float = 0.0) -> list[list[int]]:
-        """Each caption's ids; with probability ``dropout`` a caption is replaced by nothing."""
-        dropped = (torch.rand(len(captions)) < dropout).tolist() if dropout > 0 else [False] * len(captions)
-        return [
-            [] if drop else self.text_tokenizer.encode(text)
-            for text, drop in zip(captions, dropped, strict=True)
-        ]
-
-    def video_hidden_states(self, targets: torch.Tensor, caption_ids: list[list[int]]) -> torch.Tensor:
-        """Teacher forcing: the ``(B, L, hidden)`` states that predict each of the ``(B, L, D)`` targets
-        (standardised tokens)."""
-        inputs_embeds, attention_mask = build_video_generation_sequences(
-            caption_ids,
-            self.begin_of_video,
-            self.embed_video(targets[:, :-1]),
-            self.num_video_tokens,
-            self.language_model.embed_tokens,
-            self.language_model.max_seq_len,
-        )
-        output = self.language_model(inputs_embeds, attention_mask=attention_mask)
-        return output.hidden_states[:, -self.num_video_tokens :]
-
-    def losses(
-        self, video: torch.Tensor, captions: list[str], caption_dropout: float = 0.0
-    ) -> dict[str, torch.Tensor]:
-        """``loss``, ``visual_loss`` and (when weighted) ``decoder_loss`` of real clips and their captions."""
-        tokens = self.target_tokens(video)
-        if self.training:
-            self.standardizer.update(tokens.tokens, tokens.kinds)
-        targets = self.standardizer(tokens.tokens.detach(), tokens.kinds)
-        hidden = self.video_hidden_states(targets, self.caption_ids(captions, caption_dropout))
-        visual_loss = self.token_head.loss(hidden.flatten(0, 1), targets.flatten(0, 1))
-        losses = {"loss": self.visual_loss_weight * visual_loss, "visual_loss": visual_loss}
-        if self.decoder_loss_weight > 0:
-            losses["decoder_loss"] = self.decoder.loss(tokens, video)
-            losses["loss"] = losses["loss"] + self.decoder_loss_weight * losses["decoder_loss"]
-        return losses
-
-    @torch.no_grad()
-    def sample_tokens(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Roll out ``(B, L, D)`` video tokens for the captions, L = ``tokenizer.num_tokens(num_frames)``."""
-        caption_ids = self.caption_ids(captions)
-        if self.guidance_scale != 1.0:
-            caption_ids += [[] for _ in captions]
-        hidden = self.language_model.hidden_size
-        inputs_embeds, attention_mask = build_video_generation_sequences(
-            caption_ids,
-            self.begin_of_video,
-            self.begin_of_video.new_zeros(len(caption_ids), 0, hidden),
-            self.num_video_tokens,
-            self.language_model.embed_tokens,
-            self.language_model.max_seq_len,
-        )
-        standardized = rollout_video_tokens(
-            self.language_model,
-            self.token_head,
-            lambda token, slot: self.embed_video(token[:, None], slot),
-            inputs_embeds,
-            attention_mask,
-            self.num_video_tokens,
-            self.guidance_scale,
-            generator,
-        )
-        kinds = self.tokenizer.video_tokens(standardized, self.num_frames).kinds
-        return self.standardizer.inverse(standardized, kinds)
-
-    @torch.no_grad()
-    def generate(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Clips ``(B, T, 3, H, W)`` in [0, 1] for the captions; ``generator`` fixes all sampling noise."""
-        tokens = self.tokenizer.video_tokens(self.sample_tokens(captions, generator), self.num_frames)
-        return self.decode(tokens, generator)
-
-    def decode(self, tokens: VideoTokens, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The decoder's ``(B, T, 3, H, W)`` clips in [0, 1] for generated or real tokens."""
-        return self.decoder.decode(tokens, self.num_frames, generator).clamp(0, 1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch is None:
             return None
         self.log_skipped_videos(batch)
-        losses = self.losses(batch["video"], batch["caption"], self.caption_dropout)
+        losses = self.model.losses(batch["video"], batch["caption"], self.caption_dropout)
         self._log_losses(losses, "train", len(batch["caption"]))
         return losses["loss"]
 
@@ -289,18 +168,24 @@ class TextToVideo(VTokModule):
         parts = {f"{stage}/{name}": value for name, value in losses.items() if name != "loss"}
         self.log_dict(parts, batch_size=batch_size, sync_dist=stage != "train")
 
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any] | None:
+    def evaluate(
+        self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: nn.ModuleDict
+    ) -> dict[str, Any] | None:
+        """Scores the clips generated for a batch's captions against the real ones; the frame encoder
+        runs once on the real clips (their tokens serve the loss and the reconstruction) and once on
+        the generated ones (their features serve the temporal scores)."""
         if batch is None:
             return None
         self.log_skipped_videos(batch)
         video, captions, questions = batch["video"], batch["caption"], batch["questions"]
         batch_size = len(captions)
-        self._log_losses(self.losses(video, captions), stage, batch_size)
+        tokens = self.model.target_tokens(video)
+        self._log_losses(self.model.losses(video, captions, tokens=tokens), stage, batch_size)
 
         # The same noise at every validation, so clips of successive checkpoints compare.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         start = time.perf_counter()
-        generated = self.generate(captions, generator)
+        generated = self.model.generate(captions, generator)
         if generated.is_cuda:
             torch.cuda.synchronize(generated.device)
         seconds = (time.perf_counter() - start) / batch_size
@@ -309,47 +194,34 @@ class TextToVideo(VTokModule):
         frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
         generated = generated.float()
         with self.full_precision():
-            psnr = getattr(self, f"{stage}_psnr")
-            psnr.update(generated.flatten(0, 1), video.flatten(0, 1).float())
-            temporal = getattr(self, f"{stage}_temporal")
-            temporal.update(generated, frame_features=frame_features.float())
-        self.log(f"{stage}/psnr_vs_real", psnr, batch_size=batch_size)
+            metrics["psnr"].update(generated.flatten(0, 1), video.flatten(0, 1).float())
+            metrics["temporal"].update(generated, frame_features=frame_features.float())
 
         judged, predictions = (
             ([], []) if self.judge is None else judge_clips(self.judge, generated, questions)
         )
-        getattr(self, f"{stage}_alignment").update(judged, predictions)
+        metrics["alignment"].update(judged, predictions)
         if judged and self.judge_reconstructions:
-            reconstructed = self.decode(self.tokenizer(video), generator)
-            getattr(self, f"{stage}_reconstructed_alignment").update(
-                *judge_clips(self.judge, reconstructed, questions)
-            )
+            reconstructed = self.model.decode(tokens, generator)
+            metrics["reconstructed_alignment"].update(*judge_clips(self.judge, reconstructed, questions))
         return {"captions": captions, "generated": generated, **prediction_rows(judged, predictions)}
 
-    def _log_epoch_metrics(self, stage: str) -> None:
-        temporal = getattr(self, f"{stage}_temporal")
-        for suffix in ("", "_reconstructed"):
-            alignment = getattr(self, f"{stage}{suffix}_alignment")
+    def log_epoch_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
+        for suffix, alignment in (
+            ("", metrics["alignment"]),
+            ("_reconstructed", metrics["reconstructed_alignment"]),
+        ):
             # No judged question (no judge, or captions of another benchmark) is nothing to report, not 0%.
             if alignment.total_all > 0:
                 prefix = f"{stage}/{self.benchmark}{suffix}"
                 self.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
             alignment.reset()
-        self.log_dict({f"{stage}/vbench/{k}": v for k, v in temporal.compute().items()})
-        temporal.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        return self._evaluate(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        return self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+        if metrics["psnr"].update_called:
+            self.log(f"{stage}/psnr_vs_real", metrics["psnr"].compute())
+        self.log_dict({f"{stage}/vbench/{k}": v for k, v in metrics["temporal"].compute().items()})
+        metrics["psnr"].reset()
+        metrics["temporal"].reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        return {"captions": batch["caption"], "generated": self.generate(batch["caption"], generator)}
+        return {"captions": batch["caption"], "generated": self.model.generate(batch["caption"], generator)}

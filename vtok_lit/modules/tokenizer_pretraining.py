@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
@@ -14,15 +15,6 @@ from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
 from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.modules.base import VTokModule
-
-
-def _reconstruction_metrics() -> MetricCollection:
-    return MetricCollection(
-        {
-            "psnr": PeakSignalNoiseRatio(data_range=1.0),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
-        }
-    )
 
 
 class TokenizerPretraining(VTokModule):
@@ -56,23 +48,22 @@ class TokenizerPretraining(VTokModule):
         self.save_hyperparameters()
         self.tokenizer = tokenizer
         self.decoder = decoder
-        metrics = _reconstruction_metrics()
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.val_repeat_key_metrics = metrics.clone(prefix="val/", postfix="_repeat_key")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.test_repeat_key_metrics = metrics.clone(prefix="test/", postfix="_repeat_key")
-        self.val_residual_use = ResidualUse()
-        self.test_residual_use = ResidualUse()
 
-    def checkpoint_identity(self) -> dict[str, str]:
+    def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, MetricCollection | ResidualUse]:
+        reconstruction = MetricCollection(
+            {
+                "psnr": PeakSignalNoiseRatio(data_range=1.0),
+                "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+            }
+        )
         return {
-            **super().checkpoint_identity(),
-            "tokenizer": type(self.tokenizer).__name__,
-            "frame_encoder": type(self.tokenizer.frame_encoder).__name__,
-            "decoder": type(self.decoder).__name__,
+            "reconstruction": reconstruction.clone(prefix=f"{stage}/"),
+            "repeat_key": reconstruction.clone(prefix=f"{stage}/", postfix="_repeat_key"),
+            "residual_use": ResidualUse(),
         }
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         image_size = self.data_setting("image_size")
         if image_size is not None:
             self.check_data_matches(
@@ -93,7 +84,7 @@ class TokenizerPretraining(VTokModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: nn.ModuleDict) -> None:
         if batch is None:
             return
         self.log_skipped_videos(batch)
@@ -105,18 +96,16 @@ class TokenizerPretraining(VTokModule):
         key = self.tokenizer.key_frame_index(num_frames)
         repeat_key = video[:, key : key + 1].expand_as(video)
         frames = video.flatten(0, 1)
-        metrics = getattr(self, f"{stage}_metrics")
-        repeat_key_metrics = getattr(self, f"{stage}_repeat_key_metrics")
         with self.full_precision():
             frames = frames.float()
-            metrics.update(reconstruction.flatten(0, 1).float(), frames)
-            repeat_key_metrics.update(repeat_key.flatten(0, 1).float(), frames)
-        self.log_dict(metrics, batch_size=batch_size)
-        self.log_dict(repeat_key_metrics, batch_size=batch_size)
+            metrics["reconstruction"].update(reconstruction.flatten(0, 1).float(), frames)
+            metrics["repeat_key"].update(repeat_key.flatten(0, 1).float(), frames)
+        self.log_dict(metrics["reconstruction"], batch_size=batch_size)
+        self.log_dict(metrics["repeat_key"], batch_size=batch_size)
         if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
             swapped = tokens.with_residuals_from_other_clips()
             other = self.decoder.decode(swapped, num_frames, self._noise(batch_idx)).clamp(0, 1)
-            residual_use = getattr(self, f"{stage}_residual_use")
+            residual_use = metrics["residual_use"]
             with self.full_precision():
                 changed = changed_pixels(video.float(), key)
                 residual_use.update(reconstruction.float(), other.float(), video.float(), changed)
@@ -125,12 +114,6 @@ class TokenizerPretraining(VTokModule):
     def _noise(self, batch_idx: int) -> torch.Generator:
         """The same sampling noise for every decode of one batch, and for every run."""
         return torch.Generator(self.device).manual_seed(batch_idx)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         video = batch["video"]

@@ -1,0 +1,148 @@
+"""The task models of core, used without a Trainer, and what their LightningModules run per batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from vtok_lit.core import (
+    ConvFrameEncoder,
+    KeyFrameTokenizer,
+    QuestionRow,
+    RegressionVideoDecoder,
+    TextToVideoModel,
+    TransformerLM,
+    VideoQuestionAnswering,
+    VTokTokenizer,
+)
+from vtok_lit.metrics import ClipJudge
+from vtok_lit.modules import TextToVideo, TokenizerPretraining, VideoLLM
+
+FRAMES, SIDE = 4, 32
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_tokenizer(tokenizer_class=VTokTokenizer) -> VTokTokenizer:
+    return tokenizer_class(ConvFrameEncoder(channels=8, patch_size=8), token_dim=16, grid_size=2)
+
+
+def tiny_lm() -> TransformerLM:
+    return TransformerLM(hidden_size=32, num_layers=1, num_heads=2, max_seq_len=128)
+
+
+def tiny_decoder() -> RegressionVideoDecoder:
+    return RegressionVideoDecoder(token_dim=16, image_size=SIDE, patch_size=8, width=16, depth=1)
+
+
+def test_core_imports_no_lightning() -> None:
+    code = "import sys, vtok_lit.core; print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_video_question_answering_learns_and_answers_without_a_trainer() -> None:
+    torch.manual_seed(0)
+    model = VideoQuestionAnswering(tiny_tokenizer(), tiny_lm(), projector_hidden_dim=32, max_answer_tokens=6)
+    video = torch.stack([torch.zeros(FRAMES, 3, SIDE, SIDE), torch.ones(FRAMES, 3, SIDE, SIDE)])
+    rows = [QuestionRow(0, "What color is it?", "black"), QuestionRow(1, "What color is it?", "white")]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = model.loss(model.video_prefix(video), rows)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first / 10
+    # The answer depends on the clip, not only on the question.
+    assert model.eval().answer(video, [["What color is it?"]] * 2) == [["black"], ["white"]]
+
+
+def test_text_to_video_model_trains_and_generates_without_a_trainer() -> None:
+    torch.manual_seed(0)
+    model = TextToVideoModel(
+        tiny_tokenizer(),
+        tiny_decoder(),
+        tiny_lm(),
+        num_frames=FRAMES,
+        head_hidden_dim=32,
+        decoder_loss_weight=1.0,
+        freeze_tokenizer=False,
+        freeze_decoder=False,
+    )
+    video = torch.rand(2, FRAMES, 3, SIDE, SIDE)
+    losses = model.losses(video, ["a red circle.", "a blue square."])
+    assert set(losses) == {"loss", "visual_loss", "decoder_loss"}
+    losses["loss"].backward()
+    for part in (model.token_head, model.decoder, model.tokenizer.residual_mlp, model.token_projection):
+        assert all(p.grad is not None for p in part.parameters()), part
+    model.eval()
+    clips = model.generate(["a red circle."], torch.Generator().manual_seed(0))
+    assert clips.shape == (1, FRAMES, 3, SIDE, SIDE) and 0 <= clips.min() and clips.max() <= 1
+    torch.testing.assert_close(model.generate(["a red circle."], torch.Generator().manual_seed(0)), clips)
+
+
+class CountingFrameEncoder(ConvFrameEncoder):
+    """Records how many frames each call encodes."""
+
+    def __init__(self) -> None:
+        super().__init__(channels=8, patch_size=8)
+        self.calls: list[int] = []
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(frames))
+        return super().forward(frames)
+
+
+class RedJudge(ClipJudge):
+    """Answers every question "red"."""
+
+    def can_answer(self, question: str) -> bool:
+        return True
+
+    def answer_clips(self, videos: torch.Tensor, questions: Sequence[Sequence[str]]) -> list[list[str]]:
+        return [["red"] * len(clip) for clip in questions]
+
+
+@pytest.mark.parametrize("tokenizer_class", [VTokTokenizer, KeyFrameTokenizer])
+def test_a_text_to_video_validation_batch_encodes_each_clip_once(tokenizer_class) -> None:
+    torch.manual_seed(0)
+    tokenizer = tokenizer_class(CountingFrameEncoder(), token_dim=16, grid_size=2)
+    with pytest.warns(UserWarning, match="frozen tokenizer keeps its random weights"):
+        module = TextToVideo(tokenizer, tiny_decoder(), tiny_lm(), num_frames=FRAMES, judge=RedJudge())
+    module.eval()
+    question = {"question": "What color is the circle?", "answer": "red"}
+    batch = {
+        "video": torch.rand(2, FRAMES, 3, SIDE, SIDE),
+        "caption": ["a red circle.", "a red square."],
+        "questions": [[question], [question]],
+    }
+    with torch.no_grad(), pytest.warns(UserWarning, match="self.log"):
+        module.validation_step(batch, 0)
+    real = 2 * (FRAMES if tokenizer_class is VTokTokenizer else 1)
+    # The real clips once (their tokens serve the loss and the judged reconstruction), the generated
+    # clips once (their features serve the temporal scores).
+    assert tokenizer.frame_encoder.calls == [real, 2 * FRAMES]
+    assert module.val_metrics["reconstructed_alignment"].total_all == 2
+
+
+def test_checkpoint_identity_names_the_components() -> None:
+    video_llm = VideoLLM(tiny_tokenizer(KeyFrameTokenizer), tiny_lm(), projector_hidden_dim=32)
+    assert video_llm.checkpoint_identity() == {
+        "module": "vtok_lit.modules.video_llm.VideoLLM",
+        "tokenizer": "KeyFrameTokenizer",
+        "frame_encoder": "ConvFrameEncoder",
+        "language_model": "TransformerLM",
+    }
+    pretraining = TokenizerPretraining(tiny_tokenizer(), tiny_decoder())
+    assert pretraining.checkpoint_identity() == {
+        "module": "vtok_lit.modules.tokenizer_pretraining.TokenizerPretraining",
+        "tokenizer": "VTokTokenizer",
+        "frame_encoder": "ConvFrameEncoder",
+        "decoder": "RegressionVideoDecoder",
+    }
