@@ -146,6 +146,13 @@ def test_understanding_fit_logs_benchmark_accuracy(tmp_path: Path) -> None:
     assert restored.state_dict().keys() == saved.keys()
     for name, value in restored.state_dict().items():
         torch.testing.assert_close(value, saved[name], msg=name)
+    # A checkpoint written before the task models moved into core: the same weights without ``model.``.
+    legacy = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    legacy["state_dict"] = {name.removeprefix("model."): value for name, value in saved.items()}
+    torch.save(legacy, tmp_path / "legacy.ckpt")
+    from_legacy = VideoLLM.load_from_checkpoint(tmp_path / "legacy.ckpt", map_location="cpu")
+    for name, value in from_legacy.state_dict().items():
+        torch.testing.assert_close(value, saved[name], msg=name)
 
 
 def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:

@@ -234,6 +234,17 @@ class TaskModule(VTokModule):
 
     model: nn.Module
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # VideoLLM and TextToVideo checkpoints written before the task models moved into core hold the
+        # same weights without the ``model.`` prefix: they load as they are.
+        state = checkpoint["state_dict"]
+        if state and not any(name.startswith("model.") for name in state):
+            own = self.state_dict().keys()
+            checkpoint["state_dict"] = {
+                f"model.{name}" if f"model.{name}" in own else name: value for name, value in state.items()
+            }
+
     @property
     def tokenizer(self) -> VideoTokenizer:
         return self.model.tokenizer
