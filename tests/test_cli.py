@@ -138,6 +138,7 @@ def test_understanding_fit_logs_benchmark_accuracy(tmp_path: Path) -> None:
     metrics = cli.trainer.logged_metrics
     assert "val/motionshapes/overall" in metrics
     assert "val/motionshapes/counting" in metrics
+    assert metrics["val/accuracy"] == metrics["val/motionshapes/overall"]
     checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
     validated = main(["validate", *understanding_args(tmp_path / "again"), f"--ckpt_path={checkpoint}"])
     assert "val/motionshapes/overall" in validated.trainer.callback_metrics
