@@ -185,9 +185,14 @@ class VTokModule(LightningModule):
 
 
 def checked_text_tokenizer(
-    text_tokenizer: TextTokenizer | None, language_model: LanguageModel
+    text_tokenizer: TextTokenizer | None, language_model: LanguageModel | None
 ) -> TextTokenizer:
-    """The text tokenizer (bytes when unset); refused if it has more ids than the LM has logits."""
+    """The text tokenizer (bytes when unset); refused if it has more ids than the LM has logits.
+
+    The LM is None only where a module's signature lets it follow optional parts: that is an error.
+    """
+    if language_model is None:
+        raise ValueError("The module needs a language model: set model.init_args.language_model.")
     text_tokenizer = text_tokenizer or ByteTokenizer()
     if text_tokenizer.vocab_size > language_model.vocab_size:
         raise ValueError(

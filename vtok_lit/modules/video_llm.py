@@ -24,7 +24,7 @@ from vtok_lit.metrics.answer_scoring import (
     question_prompt,
 )
 from vtok_lit.modules.base import VTokModule, checked_text_tokenizer
-from vtok_lit.modules.checkpoints import load_part_weights
+from vtok_lit.modules.pretrained_parts import pretrained_parts
 
 
 class VideoLLM(VTokModule):
@@ -40,8 +40,8 @@ class VideoLLM(VTokModule):
 
     def __init__(
         self,
-        tokenizer: VideoTokenizer,
-        language_model: LanguageModel,
+        tokenizer: VideoTokenizer | None = None,
+        language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
         freeze_tokenizer: bool = False,
@@ -57,10 +57,12 @@ class VideoLLM(VTokModule):
         """
         Args:
             tokenizer: Turns a clip into video tokens (VTok, naive frame sampling, key frame only).
-            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM).
+                Unset: built as tokenizer_checkpoint saved it.
+            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM);
+                required (None only so that it may follow the optional tokenizer).
             text_tokenizer: Turns questions and answers into ids; the built-in byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer weights initialise
-                this one.
+                this one (and whose saved config builds it when it is unset).
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed.
             feature_cache_dir: Cache frame-encoder features here when freeze_tokenizer is true: each
                 clip's features are computed in the first epoch and read back in later ones (keyed by
@@ -76,11 +78,10 @@ class VideoLLM(VTokModule):
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
+        (tokenizer,) = pretrained_parts(self, tokenizer_checkpoint, tokenizer=tokenizer)
         self.tokenizer = tokenizer
         self.language_model = language_model
         self.text_tokenizer = checked_text_tokenizer(text_tokenizer, language_model)
-        if tokenizer_checkpoint is not None:
-            load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
         self.freeze_tokenizer = freeze_tokenizer
         if freeze_tokenizer:
             tokenizer.requires_grad_(False)
