@@ -159,19 +159,16 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
     for tokenizer, class_name in tokenizers.items():
         run_dir = tmp_path / "runs" / f"understanding_{tokenizer}" / "version_0"
         run_dir.mkdir(parents=True)
-        config = {
-            "model": {
-                "init_args": {
-                    "tokenizer": {
-                        "class_path": f"vtok_lit.core.{class_name}",
-                        "init_args": {"frame_encoder": {"class_path": "vtok_lit.core.ConvFrameEncoder"}},
-                    }
-                }
+        # What a run logs: its module's and data's hyperparameters, and its resolved config.
+        hparams = {
+            "tokenizer": {
+                "class_path": f"vtok_lit.core.{class_name}",
+                "init_args": {"frame_encoder": {"class_path": "vtok_lit.core.ConvFrameEncoder"}},
             },
-            "data": {"init_args": {"num_frames": 16}},
-            "trainer": {"max_steps": 4},
+            "num_frames": 16,
         }
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        (run_dir / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 4}}))
         writer = SummaryWriter(str(run_dir))
         for step in range(4):
             writer.add_scalar("train/loss", 1.0 / (step + 1), step)
