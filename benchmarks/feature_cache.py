@@ -11,7 +11,7 @@ with or without the cache: the cache skips the encoder only), for two frame enco
   frames unless ``--open-clip-model`` names a built-in architecture), which dominates the step.
   Nothing is downloaded: the weights are random.
 
-The rest of the model has the sizes of ``experiments/understanding/vtok.yaml``: 128-d VTok tokens on
+The rest of the model has the sizes of ``experiments/understanding.yaml``: 128-d VTok tokens on
 a 4x4 grid and a 3-layer TransformerLM of width 128, 3 questions a clip; validation is off.
 
 Uncached and cached epochs are interleaved in ONE ``fit`` per encoder, so a load that comes and goes

@@ -13,8 +13,8 @@ every token of the clip. The L2 strength of each probe is chosen by cross-valida
 split. The majority class of the val split is the chance row.
 
     python benchmarks/motion_probe.py \\
-        --checkpoint vtok=runs/quickstart/version_0/checkpoints/last.ckpt \\
-        --checkpoint naive=runs/naive/version_0/checkpoints/last.ckpt \\
+        --checkpoint vtok=runs/quickstart/vtok/version_0/checkpoints/last.ckpt \\
+        --checkpoint naive=runs/quickstart/naive/version_0/checkpoints/last.ckpt \\
         --random-init vtok_random_init=experiments/quickstart.yaml
 
 A checkpoint's run is rebuilt from the ``config.yaml`` Lightning saved beside its ``checkpoints/``.

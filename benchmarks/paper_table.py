@@ -1,12 +1,16 @@
 """The paper-style table: VTok against naive frame sampling and key frame only, on one budget.
 
-One command trains and validates, for each tokenizer, the understanding model
-(``experiments/understanding/<tokenizer>.yaml``) and, where ``experiments/generation/<tokenizer>.yaml``
-exists, the generation model on top of a tokenizer pretrained with ``experiments/quickstart.yaml`` (plus
-``experiments/tokenizer/<tokenizer>.yaml``). Every run is a ``vtok-lit fit`` subprocess with fixed seeds
-(the configs' ``seed_everything``) and the step budgets given here, so the rows differ only in the
-tokenizer. The script then reads each run's last validation scalars from its TensorBoard events and
-writes ``paper_table.md``/``.json`` and ``paper_table.png`` (accuracy against tokens per video).
+One command trains and validates, for each tokenizer, the understanding model and, where the
+tokenizer has a generation composition, the generation model on top of a tokenizer pretrained for it.
+Every row is composed the same way, as a user runs it: the task's base experiment
+(``experiments/quickstart.yaml``, ``understanding.yaml``, ``generation.yaml``: VTok) plus, for another
+tokenizer, its overlay (``experiments/tokenizer/<tokenizer>.yaml``; for generation
+``experiments/generation/<tokenizer>.yaml``, which names its pretraining run). Every run is a
+``vtok-lit fit`` subprocess with fixed seeds (the configs' ``seed_everything``) and the step budgets
+given here, so the rows differ only in the tokenizer. The script then reads each run's last validation
+scalars from its TensorBoard events and its tokens per video from the hyperparameters the run logged
+(what its module was built with), and writes ``paper_table.md``/``.json`` and ``paper_table.png``
+(accuracy against tokens per video).
 
 ``--collect`` skips training and builds the table from the runs already under ``--runs-dir``.
 """
@@ -27,6 +31,14 @@ from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 TOKENIZERS = ("vtok", "naive", "key_frame_only")
+# The tokenizer of every base experiment; the others are overlays.
+BASE_TOKENIZER = "vtok"
+# Each task's base experiment and the folder of the overlays that swap its tokenizer.
+TASKS = {
+    "pretraining": ("quickstart.yaml", "tokenizer"),
+    "understanding": ("understanding.yaml", "tokenizer"),
+    "generation": ("generation.yaml", "generation"),
+}
 VBENCH = ("temporal_flicker", "motion_smoothness", "subject_consistency", "dynamic_degree")
 
 
@@ -59,6 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip a run whose last.ckpt is already under --runs-dir (to go on after a crash)",
     )
     return parser.parse_args(argv)
+
+
+def configs(task: str, tokenizer: str) -> list[Path] | None:
+    """``[base, overlay]`` of one row (the base alone for VTok); None where the task has no overlay
+    for the tokenizer."""
+    base, overlays = TASKS[task]
+    if tokenizer == BASE_TOKENIZER:
+        return [EXPERIMENTS / base]
+    overlay = EXPERIMENTS / overlays / f"{tokenizer}.yaml"
+    return [EXPERIMENTS / base, overlay] if overlay.is_file() else None
 
 
 def run_dir(args: argparse.Namespace, name: str) -> Path:
@@ -123,24 +145,22 @@ def last_scalars(run_dir: Path) -> tuple[dict[str, float], float | None]:
 
 
 def tokens_per_video(run_dir: Path) -> int | None:
-    """The sequence length of the run's tokenizer for the data's frame count, from its saved config.
+    """The sequence length of the run's tokenizer for the data's frame count, from the hyperparameters
+    the run logged (``hparams.yaml``: the module's, a tokenizer built from a pretraining checkpoint
+    included, and the data's).
 
-    The tokenizer is built from the config, as the run built it, and asked; its weights do not matter.
+    The tokenizer is built from its config, as the run built it, and asked; its weights do not matter.
     """
     import yaml
-    from jsonargparse import ArgumentParser
 
     from vtok_lit.core.tokenizers import VideoTokenizer
+    from vtok_lit.modules.pretrained_parts import build_component
 
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
+    hparams_file = run_dir / "hparams.yaml"
+    if not hparams_file.is_file():
         return None
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    parser = ArgumentParser()
-    parser.add_argument("--tokenizer", type=VideoTokenizer)
-    parsed = parser.parse_object({"tokenizer": config["model"]["init_args"]["tokenizer"]})
-    tokenizer = parser.instantiate_classes(parsed).tokenizer
-    return tokenizer.num_tokens(config["data"]["init_args"]["num_frames"])
+    hparams = yaml.safe_load(hparams_file.read_text(encoding="utf-8"))
+    return build_component(hparams["tokenizer"], VideoTokenizer).num_tokens(hparams["num_frames"])
 
 
 def trained_steps(run_dir: Path) -> int | None:
@@ -156,29 +176,22 @@ def trained_steps(run_dir: Path) -> int | None:
 def run_all(args: argparse.Namespace) -> dict[str, float | None]:
     wall: dict[str, float | None] = {}
     for tokenizer in [] if args.skip_understanding else args.tokenizers:
-        wall[f"understanding_{tokenizer}"] = fit(
-            [EXPERIMENTS / "understanding" / f"{tokenizer}.yaml"],
-            f"understanding_{tokenizer}",
-            args.understanding_steps,
-            args,
-        )
+        name = f"understanding_{tokenizer}"
+        wall[name] = fit(configs("understanding", tokenizer), name, args.understanding_steps, args)
     if args.skip_generation:
         return wall
     for tokenizer in args.tokenizers:
-        generation_config = EXPERIMENTS / "generation" / f"{tokenizer}.yaml"
-        if not generation_config.is_file():
-            print(f"no {generation_config.relative_to(ROOT)}: no generation row for {tokenizer}")
+        generation = configs("generation", tokenizer)
+        if generation is None:
+            print(f"no experiments/generation/{tokenizer}.yaml: no generation row for {tokenizer}")
             continue
-        pretraining = [EXPERIMENTS / "quickstart.yaml"]
-        if tokenizer != "vtok":
-            pretraining.append(EXPERIMENTS / "tokenizer" / f"{tokenizer}.yaml")
         name = f"pretraining_{tokenizer}"
-        wall[name] = fit(pretraining, name, args.pretraining_steps, args)
+        wall[name] = fit(configs("pretraining", tokenizer), name, args.pretraining_steps, args)
         checkpoint = run_dir(args, name) / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"the tokenizer pretraining run {name} wrote no {checkpoint}")
         wall[f"generation_{tokenizer}"] = fit(
-            [generation_config],
+            generation,
             f"generation_{tokenizer}",
             args.generation_steps,
             args,
@@ -274,8 +287,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
     ]
     notes = [
-        "Each row is one `vtok-lit fit` run; the rows of a table differ only in the tokenizer line of "
-        "the config. Accuracy is exact match on held-out MotionShapes questions; alignment is the "
+        "Each row is one `vtok-lit fit` run of the task's base experiment plus, for naive and key frame "
+        "only, the overlay that swaps the tokenizer; the rows of a table differ only in it. Accuracy "
+        "is exact match on held-out MotionShapes questions; alignment is the "
         "rule-based judge's answers on generated clips against the prompt's attributes; 'overall, decoded "
         "real tokens' is the judge on the decoder's rendering of the real clip's own tokens, the "
         "alignment a perfect LM would reach with that tokenizer and decoder.",

@@ -86,7 +86,7 @@ def test_understanding_scores_free_form_categories_and_multiple_choice(tmp_path:
     }
     assert expected <= logged, logged
     assert not {key for key in logged if key.endswith(("/counting", "/color"))}, logged
-    assert shipped_monitor("understanding/vtok.yaml") in logged
+    assert shipped_monitor("understanding.yaml") in logged
     checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
     again = cli_args("understanding_tiny.yaml", tmp_path / "again", data)
     validated = main(["validate", *again, f"--ckpt_path={checkpoint}"])
@@ -114,7 +114,7 @@ def test_generation_validates_on_captions_of_any_data(tmp_path: Path, questions:
         assert key in logged, key
     # The MotionShapes judge reads none of these questions: no alignment figure at all, not 0%.
     assert not {key for key in logged if key.startswith("val/motionshapes")}, logged
-    assert shipped_monitor("generation/vtok.yaml") in logged
+    assert shipped_monitor("generation.yaml") in logged
     checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
     validated = main(
         ["validate", *cli_args("generation_tiny.yaml", tmp_path / "again", data), f"--ckpt_path={checkpoint}"]

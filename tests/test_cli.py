@@ -205,7 +205,8 @@ def test_tokenizer_checkpoint_initialises_the_video_llm(
 
 
 def test_checkpoint_of_other_components_is_refused(tmp_path: Path) -> None:
-    # As `validate -c experiments/understanding/naive.yaml --ckpt_path <a VTok run's checkpoint>`.
+    # As `validate -c experiments/understanding.yaml -c experiments/tokenizer/naive.yaml --ckpt_path <a VTok
+    # run's checkpoint>`.
     vtok = main(["fit", *understanding_args(tmp_path / "vtok")])
     checkpoint = next(Path(vtok.trainer.log_dir).glob("checkpoints/*.ckpt"))
     naive = "--model.init_args.tokenizer.class_path=vtok_lit.core.FrameSamplingTokenizer"

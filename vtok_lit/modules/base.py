@@ -252,3 +252,10 @@ class TaskModule(VTokModule):
     @property
     def language_model(self) -> LanguageModel:
         return self.model.language_model
+
+
+def required_language_model(language_model: LanguageModel | None) -> LanguageModel:
+    """The module's LM; None only where a signature lets the LM follow optional parts, an error."""
+    if language_model is None:
+        raise ValueError("The module needs a language model: set model.init_args.language_model.")
+    return language_model

@@ -121,13 +121,16 @@ def find_last_checkpoint(trainer: Any) -> tuple[str, str | None]:
     return str(newest), newest.parent.parent.name if in_version_folder and init_args is not None else None
 
 
-def load_part_weights(part: nn.Module, checkpoint_path: str, prefix: str) -> None:
+def load_part_weights(
+    part: nn.Module, checkpoint_path: str, prefix: str, checkpoint: dict[str, Any] | None = None
+) -> None:
     """Load the weights stored under ``prefix.`` in a vtok-lit checkpoint into ``part``.
 
     Args:
         part: the module to fill, e.g. a VideoTokenizer.
         checkpoint_path: a ``.ckpt`` written by a vtok-lit run (tokenizer pretraining, say).
         prefix: the attribute name of the part in the module that wrote the checkpoint (``tokenizer``).
+        checkpoint: the file's contents when already read (:func:`read_checkpoint`).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -135,7 +138,7 @@ def load_part_weights(part: nn.Module, checkpoint_path: str, prefix: str) -> Non
         CheckpointMismatchError: the checkpoint holds no such part, a part of another class, or weights
             of other shapes.
     """
-    checkpoint = read_checkpoint(checkpoint_path)
+    checkpoint = read_checkpoint(checkpoint_path) if checkpoint is None else checkpoint
     identity = checkpoint.get("vtok_lit", {})
     saved_class = identity.get(prefix)
     if saved_class is not None and saved_class != type(part).__name__:

@@ -20,8 +20,8 @@ from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
-from vtok_lit.modules.base import TaskModule
-from vtok_lit.modules.checkpoints import load_part_weights
+from vtok_lit.modules.base import TaskModule, required_language_model
+from vtok_lit.modules.pretrained_parts import pretrained_parts
 
 
 class TextToVideo(TaskModule):
@@ -36,9 +36,9 @@ class TextToVideo(TaskModule):
 
     def __init__(
         self,
-        tokenizer: VideoTokenizer,
-        decoder: VideoDecoder,
-        language_model: LanguageModel,
+        tokenizer: VideoTokenizer | None = None,
+        decoder: VideoDecoder | None = None,
+        language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
         freeze_tokenizer: bool = True,
@@ -61,12 +61,14 @@ class TextToVideo(TaskModule):
         """
         Args:
             tokenizer: Turns the real clip into the target tokens (VTok, naive frame sampling, key frame
-                only); it fixes how many tokens the LM writes.
-            decoder: Renders generated tokens as frames (regression or flow matching).
-            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM).
+                only); it fixes how many tokens the LM writes. Unset: built as tokenizer_checkpoint saved it.
+            decoder: Renders generated tokens as frames (regression or flow matching). Unset: built as
+                tokenizer_checkpoint saved it.
+            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM);
+                required (None only so that it may follow the optional tokenizer and decoder).
             text_tokenizer: Turns captions into ids; the built-in byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer and decoder
-                weights initialise these.
+                weights initialise these (and whose saved configs build them when they are unset).
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed. A trainable tokenizer
                 learns from the decoder loss alone (needs decoder_loss_weight > 0): the LM's targets are
                 detached, or the tokens would drift toward what is easy to predict.
@@ -99,10 +101,13 @@ class TextToVideo(TaskModule):
             raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
         if guidance_scale != 1.0 and caption_dropout == 0:
             raise ValueError("guidance_scale needs an unconditional model: set caption_dropout > 0.")
+        tokenizer, decoder = pretrained_parts(
+            self, tokenizer_checkpoint, tokenizer=tokenizer, decoder=decoder
+        )
         self.model = TextToVideoModel(
             tokenizer,
             decoder,
-            language_model,
+            required_language_model(language_model),
             text_tokenizer,
             num_frames,
             token_head,
@@ -114,12 +119,10 @@ class TextToVideo(TaskModule):
             freeze_tokenizer,
             freeze_decoder,
         )
-        if tokenizer_checkpoint is not None:
-            load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
-            load_part_weights(decoder, tokenizer_checkpoint, "decoder")
-        elif freeze_tokenizer:
+        if tokenizer_checkpoint is None and freeze_tokenizer:
             warnings.warn(
-                "TextToVideo: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights.",
+                "TextToVideo: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights "
+                "(unless a checkpoint of this module is loaded into it next).",
                 stacklevel=2,
             )
         self.caption_dropout = caption_dropout

@@ -15,8 +15,8 @@ from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 from vtok_lit.metrics import AnswerAccuracy
 from vtok_lit.metrics.answer_scoring import likelihood_choices, prediction_rows, question_prompt
-from vtok_lit.modules.base import TaskModule
-from vtok_lit.modules.checkpoints import load_part_weights
+from vtok_lit.modules.base import TaskModule, required_language_model
+from vtok_lit.modules.pretrained_parts import pretrained_parts
 
 # A question of the data about one clip of a batch: the clip's index and its manifest ``qa`` record.
 ClipQuestion = tuple[int, dict[str, Any]]
@@ -38,8 +38,8 @@ class VideoLLM(TaskModule):
 
     def __init__(
         self,
-        tokenizer: VideoTokenizer,
-        language_model: LanguageModel,
+        tokenizer: VideoTokenizer | None = None,
+        language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
         freeze_tokenizer: bool = False,
@@ -55,10 +55,12 @@ class VideoLLM(TaskModule):
         """
         Args:
             tokenizer: Turns a clip into video tokens (VTok, naive frame sampling, key frame only).
-            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM).
+                Unset: built as tokenizer_checkpoint saved it.
+            language_model: The autoregressive LM (built-in transformer or a Hugging Face causal LM);
+                required (None only so that it may follow the optional tokenizer).
             text_tokenizer: Turns questions and answers into ids; the built-in byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer weights initialise
-                this one.
+                this one (and whose saved config builds it when it is unset).
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed.
             feature_cache_dir: Cache frame-encoder features here when freeze_tokenizer is true: each
                 clip's features are computed in the first epoch and read back in later ones (keyed by
@@ -74,6 +76,7 @@ class VideoLLM(TaskModule):
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
+        (tokenizer,) = pretrained_parts(self, tokenizer_checkpoint, tokenizer=tokenizer)
         if feature_cache_dir is not None and not freeze_tokenizer:
             raise ValueError(
                 "feature_cache_dir caches the frame encoder's features, which a trainable tokenizer would "
@@ -81,15 +84,13 @@ class VideoLLM(TaskModule):
             )
         self.model = VideoQuestionAnswering(
             tokenizer,
-            language_model,
+            required_language_model(language_model),
             text_tokenizer,
             projector_hidden_dim,
             max_answer_tokens,
             freeze_tokenizer,
             None if feature_cache_dir is None else FrameFeatureCache(feature_cache_dir),
         )
-        if tokenizer_checkpoint is not None:
-            load_part_weights(tokenizer, tokenizer_checkpoint, "tokenizer")
         self.questions_per_video = questions_per_video
         self.benchmark = benchmark
 
