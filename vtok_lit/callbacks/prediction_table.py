@@ -6,7 +6,7 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-from vtok_lit.callbacks.video_logging import tensorboard_writers
+from vtok_lit.callbacks.video_logging import logs_this_validation_batch, tensorboard_writers
 from vtok_lit.metrics.answer_scoring import is_correct, question_prompt
 
 
@@ -55,7 +55,7 @@ class PredictionTableLogger(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch_idx != 0 or not outputs or trainer.sanity_checking or not trainer.is_global_zero:
+        if not outputs or not logs_this_validation_batch(trainer, batch_idx):
             return
         table = markdown_table(outputs, self.num_rows)
         for writer in tensorboard_writers(trainer):

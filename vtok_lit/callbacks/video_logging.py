@@ -13,6 +13,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 
+def logs_this_validation_batch(trainer: Trainer, batch_idx: int) -> bool:
+    """Whether a logging callback writes at this validation batch: the first batch of a real
+    validation (not the sanity check), on the main process only."""
+    return batch_idx == 0 and not trainer.sanity_checking and trainer.is_global_zero
+
+
 def tensorboard_writers(trainer: Trainer) -> list[Any]:
     """The ``SummaryWriter`` of every TensorBoard logger of the trainer."""
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
@@ -107,6 +113,6 @@ class ReconstructionLogger(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch is None or batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+        if batch is None or not logs_this_validation_batch(trainer, batch_idx):
             return
         self._write(trainer, pl_module, batch["video"], "val/reconstruction")
