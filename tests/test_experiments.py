@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vtok_lit.cli import main
@@ -121,3 +122,27 @@ def test_shipped_experiments_checkpoint_every_few_steps() -> None:
         if is_base(path):
             periodic = [c for c in callbacks if (c.get("init_args") or {}).get("every_n_train_steps")]
             assert periodic, f"{path} saves no checkpoint every N steps"
+            owners = [c for c in callbacks if (c.get("init_args") or {}).get("save_last")]
+            assert len(owners) == 1, f"{path}: {len(owners)} callbacks save last.ckpt (one may)"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_shipped_run_keeps_one_last_checkpoint(tmp_path: Path) -> None:
+    # Two ModelCheckpoints that both save last.ckpt leave a last-v1.ckpt beside it: only one may.
+    cli = main(
+        [
+            "fit",
+            "-c",
+            "experiments/quickstart.yaml",
+            "-c",
+            "experiments/debug/fast.yaml",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.corpus.num_train=16",
+            "--data.init_args.corpus.num_val=8",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    checkpoints = Path(cli.trainer.log_dir) / "checkpoints"
+    assert sorted(path.name for path in checkpoints.glob("last*")) == ["last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 5
