@@ -261,3 +261,38 @@ def test_motion_probe(benchmarks, tmp_path: Path) -> None:
     assert "direction % (time tokens)" in table_header(markdown)
     with pytest.raises(SystemExit, match="no file at"):
         motion_probe.main(["--random-init", f"x={tmp_path / 'missing.yaml'}"])
+
+
+def test_motion_oracle(benchmarks, tmp_path: Path) -> None:
+    motion_oracle = benchmarks("motion_oracle")
+    report = motion_oracle.main(
+        ["--quick", "--threads", "1", "--data-dir", str(tmp_path / "corpus"), "--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "motion_oracle")
+    assert saved == json.loads(json.dumps(report))
+    rows = {row["variant"]: row for row in report["tables"]["motion_oracle"]}
+    assert list(rows) == ["vtok", "oracle", "no_motion"]
+    assert rows["no_motion"]["residual_use"] == 1.0  # zeros swapped for zeros change nothing
+    assert all(math.isfinite(row["psnr_changed"]) for row in rows.values())
+    assert "PSNR on changed pixels (dB)" in table_header(markdown)
+
+
+def test_motion_oracle_reads_each_frames_true_state(benchmarks) -> None:
+    motion_oracle = benchmarks("motion_oracle")
+    from vtok_lit.data.manifest import ManifestRecord
+
+    obj = {"start_center": [10.0, 20.0], "end_center": [26.0, 20.0], "state": "grows"}
+    record = ManifestRecord(video=Path("clip.mp4"), caption="", meta={"objects": [obj]})
+    states = motion_oracle.frame_states(record, num_frames=5, image_size=32)
+    torch.testing.assert_close(states[:, 0], torch.tensor([0.0, 0.125, 0.25, 0.375, 0.5]))  # 16 px of 32
+    torch.testing.assert_close(states[-1], torch.tensor([0.5, 0.0, 0.5, 0.0]))  # grown 1.5x, not faded
+    tokenizer, _, slots = motion_oracle.build("oracle", image_size=32, seed=0)
+    tokens = tokenizer(torch.rand(2, 5, 3, 32, 32))
+    moved = states.clone()
+    moved[3] += 1.0
+    before = slots(tokens, states.expand(2, 5, 4)).tokens
+    after = slots(tokens, moved.expand(2, 5, 4)).tokens
+    changed = (before - after).abs().sum(dim=(0, 2)) > 0
+    residual = tokens.kinds == motion_oracle.TokenKind.RESIDUAL
+    # Only frame 3's residual slot reads frame 3's state; the key-frame tokens are the tokenizer's.
+    assert changed.tolist() == (residual & (tokens.frame_index == 3)).tolist()
