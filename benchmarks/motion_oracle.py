@@ -90,11 +90,16 @@ class MotionSlots(nn.Module):
 
 
 def build(
-    variant: str, image_size: int, seed: int, **decoder_switches: Any
+    variant: str, image_size: int, seed: int, residual_pooling: str = "mean", **decoder_switches: Any
 ) -> tuple[VTokTokenizer, RegressionVideoDecoder, MotionSlots]:
     """The slow tier's pretraining sizes (tests/conf/pretraining_learns.yaml), same seed for each."""
     torch.manual_seed(seed)
-    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=32, patch_size=4), token_dim=64, grid_size=4)
+    tokenizer = VTokTokenizer(
+        ConvFrameEncoder(channels=32, patch_size=4),
+        token_dim=64,
+        grid_size=4,
+        residual_pooling=residual_pooling,
+    )
     decoder = RegressionVideoDecoder(
         token_dim=64, image_size=image_size, patch_size=4, width=64, **decoder_switches
     )
@@ -108,6 +113,7 @@ def train_and_score(
         variant,
         args.image_size,
         args.seed,
+        residual_pooling=args.residual_pooling,
         frame_conditioning=args.frame_conditioning,
         motion_field=args.motion_field,
         changed_pixel_weight=args.changed_pixel_weight,
@@ -160,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--residual-pooling", choices=("mean", "moments"), default="mean", help="VTok's")
     parser.add_argument("--frame-conditioning", action="store_true", help="decoder switch (README)")
     parser.add_argument("--motion-field", action="store_true", help="decoder switch (README)")
     parser.add_argument("--changed-pixel-weight", type=float, default=0.0, help="decoder switch (README)")
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         split: load_split([r for r in records if r.split == split], args.num_frames, args.image_size)
         for split in ("train", "val")
     }
-    rows = [train_and_score(variant, data, args) for variant in VARIANTS]
+    rows = [train_and_score(variant, data, args) for variant in args.variants]
     columns = [
         Column("residual slots", "variant"),
         Column("PSNR (dB)", "psnr", ".2f"),
@@ -197,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.num_frames} frames of {args.image_size}px). Every variant: the same tokenizer and "
         f"regression decoder sizes and seed, {args.steps} AdamW steps (lr {args.lr}) on the same batches "
         f"of {args.batch_size}; only the residual slots differ. 'oracle' = an MLP of the true displacement, "
-        "growth and fading of each frame; 'no_motion' = zeros (key frame only). Decoder switches: "
+        "growth and fading of each frame; 'no_motion' = zeros (key frame only). VTok's residual pooling: "
+        f"{args.residual_pooling}. Decoder switches: "
         f"frame_conditioning={args.frame_conditioning}, motion_field={args.motion_field}, "
         f"changed_pixel_weight={args.changed_pixel_weight}.",
     ]
