@@ -148,12 +148,20 @@ def build_frame_index(path: str | os.PathLike) -> FrameIndex:
 
 
 def _threaded(stream: av.video.stream.VideoStream) -> av.video.stream.VideoStream:
-    """Let FFmpeg decode on several threads (frame and slice threads, as many as it sees cores).
+    """Let FFmpeg decode on as many threads as torch may use in this process (frame and slice
+    threads), one in a DataLoader worker.
 
-    The frames that come out are the same; a single-threaded decoder of a 256x256 H.264 clip
-    delivered 0.7x the frames per second of decord, which decodes threaded (benchmarks/data_loading.py).
+    The frames that come out are the same. In the main process a single-threaded decoder of a
+    256x256 H.264 clip delivered 0.7x the frames per second of decord, which decodes threaded
+    (benchmarks/data_loading.py); in a worker, which torch limits to one thread, more decoding
+    threads only compete with the training step for the cores.
     """
-    stream.thread_type = "AUTO"
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        stream.thread_type = "AUTO"
+        stream.thread_count = threads
     return stream
 
 
