@@ -1,16 +1,18 @@
 """The paper-style table: VTok against naive frame sampling and key frame only, on one budget.
 
-One command trains and validates, for each tokenizer, the understanding model and, where the
-tokenizer has a generation composition, the generation model on top of a tokenizer pretrained for it.
-Every row is composed the same way, as a user runs it: the task's base experiment
-(``experiments/quickstart.yaml``, ``understanding.yaml``, ``generation.yaml``: VTok) plus, for another
-tokenizer, its overlay (``experiments/tokenizer/<tokenizer>.yaml``; for generation
-``experiments/generation/<tokenizer>.yaml``, which names its pretraining run). Every run is a
-``vtok-lit fit`` subprocess with fixed seeds (the configs' ``seed_everything``) and the step budgets
-given here, so the rows differ only in the tokenizer. The script then reads each run's last validation
-scalars from its TensorBoard events and its tokens per video from the hyperparameters the run logged
-(what its module was built with), and writes ``paper_table.md``/``.json`` and ``paper_table.png``
-(accuracy against tokens per video).
+One command runs the kit's two-stage recipe for each tokenizer: a tokenizer pretraining run (the
+first stage), then the understanding model and, where the tokenizer has a generation composition,
+the generation model on that run's checkpoint (the second stage). Every row is composed the same
+way, as a user runs it: the task's base experiment (``experiments/quickstart.yaml``,
+``understanding.yaml``, ``generation.yaml``: VTok) plus, for another tokenizer, its overlay
+(``experiments/tokenizer/<tokenizer>.yaml`` for pretraining, ``experiments/understanding/`` and
+``experiments/generation/<tokenizer>.yaml`` for the tasks, whose checkpoint path this script points at
+its own pretraining run). Every run is a ``vtok-lit fit`` subprocess with fixed seeds (the configs'
+``seed_everything``) and the step budgets given here (learning-rate schedules fitted to them), so the
+rows differ only in the tokenizer. The script then reads each run's last validation scalars from its
+TensorBoard events and its tokens per video from the hyperparameters the run logged (what its module
+was built with), and writes ``paper_table.md``/``.json`` and ``paper_table.png`` (accuracy against
+tokens per video).
 
 ``--collect`` skips training and builds the table from the runs already under ``--runs-dir``.
 """
@@ -36,7 +38,7 @@ BASE_TOKENIZER = "vtok"
 # Each task's base experiment and the folder of the overlays that swap its tokenizer.
 TASKS = {
     "pretraining": ("quickstart.yaml", "tokenizer"),
-    "understanding": ("understanding.yaml", "tokenizer"),
+    "understanding": ("understanding.yaml", "understanding"),
     "generation": ("generation.yaml", "generation"),
 }
 VBENCH = ("temporal_flicker", "motion_smoothness", "subject_consistency", "dynamic_degree")
@@ -173,30 +175,56 @@ def trained_steps(run_dir: Path) -> int | None:
     return yaml.safe_load(config_file.read_text(encoding="utf-8")).get("trainer", {}).get("max_steps")
 
 
+def task_overrides(task: str, steps: int, args: argparse.Namespace) -> list[str]:
+    """Overrides of a second-stage run: its learning-rate schedule fitted to a budget of ``steps``
+    (the understanding base warms up for 1/15 of its 1500 steps, and so here), and the understanding
+    feature cache kept under ``--runs-dir``."""
+    if task == "understanding":
+        return [
+            f"--model.init_args.lr_scheduler.init_args.total_steps={steps}",
+            f"--model.init_args.lr_scheduler.init_args.warmup_steps={steps // 15}",
+            f"--model.init_args.feature_cache_dir={args.runs_dir / 'feature_cache'}",
+        ]
+    if task == "generation":
+        return [f"--model.init_args.lr_scheduler.init_args.T_max={steps}"]
+    return []
+
+
 def run_all(args: argparse.Namespace) -> dict[str, float | None]:
+    """Per tokenizer: its tokenizer pretraining (the first stage), then each task on that run's
+    checkpoint (the second stage), every run on the given step budget."""
     wall: dict[str, float | None] = {}
-    for tokenizer in [] if args.skip_understanding else args.tokenizers:
-        name = f"understanding_{tokenizer}"
-        wall[name] = fit(configs("understanding", tokenizer), name, args.understanding_steps, args)
-    if args.skip_generation:
-        return wall
+    budgets = {"understanding": args.understanding_steps, "generation": args.generation_steps}
+    tasks = [
+        task
+        for task, skipped in (
+            ("understanding", args.skip_understanding),
+            ("generation", args.skip_generation),
+        )
+        if not skipped
+    ]
     for tokenizer in args.tokenizers:
-        generation = configs("generation", tokenizer)
-        if generation is None:
-            print(f"no experiments/generation/{tokenizer}.yaml: no generation row for {tokenizer}")
+        composed = {task: configs(task, tokenizer) for task in tasks}
+        for task in [task for task, chain in composed.items() if chain is None]:
+            print(f"no experiments/{TASKS[task][1]}/{tokenizer}.yaml: no {task} row for {tokenizer}")
+        if not any(composed.values()):
             continue
         name = f"pretraining_{tokenizer}"
         wall[name] = fit(configs("pretraining", tokenizer), name, args.pretraining_steps, args)
         checkpoint = run_dir(args, name) / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"the tokenizer pretraining run {name} wrote no {checkpoint}")
-        wall[f"generation_{tokenizer}"] = fit(
-            generation,
-            f"generation_{tokenizer}",
-            args.generation_steps,
-            args,
-            f"--model.init_args.tokenizer_checkpoint={checkpoint}",
-        )
+        for task, chain in composed.items():
+            if chain is None:
+                continue
+            wall[f"{task}_{tokenizer}"] = fit(
+                chain,
+                f"{task}_{tokenizer}",
+                budgets[task],
+                args,
+                f"--model.init_args.tokenizer_checkpoint={checkpoint}",
+                *task_overrides(task, budgets[task], args),
+            )
     return wall
 
 

@@ -9,8 +9,10 @@ the tokenizer frozen and its frame-encoder features read from a feature cache
 (``freeze_tokenizer: true``, ``feature_cache_dir``), so the step is the tokenizer's pooling, the
 projector and the LM; its ratio to naive is what to hold against the LM FLOPs ratio.
 
-The model is :class:`~vtok_lit.modules.VideoLLM` as ``experiments/understanding.yaml`` builds it,
-plus ``experiments/tokenizer/naive.yaml`` or ``key_frame_only.yaml`` for the other tokenizers,
+The model is :class:`~vtok_lit.modules.VideoLLM` as ``experiments/understanding.yaml`` builds it with
+``understanding/tokenizer_from_scratch.yaml`` (the tokenizer from the config instead of a pretraining
+run: the same sizes, random weights), plus ``experiments/tokenizer/naive.yaml`` or
+``key_frame_only.yaml`` for the other tokenizers,
 through the CLI's own parser (:func:`vtok_lit.cli.main` with ``run=False``); only the LM's
 ``max_seq_len`` and the tokenizer's ``max_frames`` are raised so that naive sampling of the longest
 clip fits. The batch is synthetic: random clips of the config's frame size, each with the same three
@@ -69,8 +71,10 @@ NAME = "token_budget"
 FRAMES = (8, 16, 32, 64)
 QUICK_FRAMES = (8, 16)
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-# The shipped understanding experiment, and the overlay that swaps in each tokenizer (VTok: none).
-BASE = EXPERIMENTS / "understanding.yaml"
+# The shipped understanding experiment with its tokenizer built from the config rather than loaded from
+# a pretraining run (the weights do not change the cost), and the overlay that swaps in each
+# tokenizer (VTok: none).
+BASE = [EXPERIMENTS / "understanding.yaml", EXPERIMENTS / "understanding" / "tokenizer_from_scratch.yaml"]
 # The naive baseline first: every ratio is against it.
 TOKENIZERS = {
     "naive": EXPERIMENTS / "tokenizer" / "naive.yaml",
@@ -98,7 +102,7 @@ def build_model(
     """The shipped understanding model with ``tokenizer``'s overlay, through the CLI's parser, and the
     frame size of its data; with ``feature_cache_dir`` its tokenizer is frozen and cached there.
     ``max_seq_len`` None keeps the config's."""
-    args = ["-c", str(BASE)]
+    args = [argument for config in BASE for argument in ("-c", str(config))]
     if TOKENIZERS[tokenizer] is not None:
         args += ["-c", str(TOKENIZERS[tokenizer])]
     args += [f"--model.init_args.tokenizer.init_args.max_frames={max_frames}", "--trainer.logger=false"]

@@ -180,18 +180,20 @@ def test_paper_table_collects_finished_runs(benchmarks: Callable[[str], ModuleTy
 
 
 @pytest.mark.slow
-def test_paper_table_trains_generation_on_its_own_pretraining(
+def test_paper_table_trains_both_tasks_on_their_own_pretraining(
     benchmarks: Callable[[str], ModuleType], tmp_path: Path
 ) -> None:
-    # The real subprocess fits at two steps each, on a 16-clip corpus: the generation run must find
-    # the checkpoint the pretraining run wrote, and a rerun with --reuse-finished trains nothing.
+    # The real subprocess fits at a few steps each, on a 16-clip corpus: the understanding and
+    # generation runs must find the checkpoint the pretraining run wrote, and a rerun with
+    # --reuse-finished trains nothing.
     paper_table = benchmarks("paper_table")
     arguments = [
-        "--skip-understanding",
         "--tokenizers",
         "vtok",
         "--pretraining-steps",
         "2",
+        "--understanding-steps",
+        "16",
         "--generation-steps",
         "2",
         "--limit-val-batches",
@@ -211,9 +213,14 @@ def test_paper_table_trains_generation_on_its_own_pretraining(
     assert row["tokenizer"] == "vtok" and row["tokens"] == 31
     assert all(row[name] is not None for name in ("overall", "temporal_flicker", "psnr_vs_real"))
     assert report["raw"]["wall_seconds"]["generation_vtok"] > 0
+    (understood,) = report["tables"]["Understanding: held-out accuracy (%)"]
+    assert understood["tokens"] == 31 and understood["steps"] == 16 and understood["overall"] is not None
+    assert any((tmp_path / "runs" / "feature_cache").iterdir())  # the frozen tokenizer's features
 
     rerun = paper_table.main([*arguments, "--reuse-finished"])
-    assert rerun["raw"]["wall_seconds"] == {"pretraining_vtok": None, "generation_vtok": None}
+    assert rerun["raw"]["wall_seconds"] == dict.fromkeys(
+        ["pretraining_vtok", "understanding_vtok", "generation_vtok"]
+    )
 
 
 def test_motion_probe(benchmarks, tmp_path: Path) -> None:

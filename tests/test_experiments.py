@@ -97,7 +97,8 @@ def test_overlays_tell_runs_apart(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_shipped_recipes_cannot_load_a_debug_runs_checkpoint(capsys: pytest.CaptureFixture) -> None:
-    # The generation recipes load runs/quickstart/...; a debug run of the quickstart writes elsewhere.
+    # The understanding and generation recipes load runs/quickstart/...; a debug run of the quickstart
+    # writes elsewhere.
     with pytest.raises(SystemExit):
         main(
             [
@@ -111,9 +112,14 @@ def test_shipped_recipes_cannot_load_a_debug_runs_checkpoint(capsys: pytest.Capt
         )
     logger = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]["init_args"]
     debug_run = Path(logger["save_dir"]) / logger["name"]
-    for recipe in [chain for chain in COMPOSITIONS if chain[0] == "experiments/generation.yaml"]:
+    second_stages = ("experiments/generation.yaml", "experiments/understanding.yaml")
+    loaded = 0
+    for recipe in [chain for chain in COMPOSITIONS if chain[0] in second_stages]:
         tokenizer_checkpoint = parse(recipe, capsys)["model"]["init_args"]["tokenizer_checkpoint"]
-        assert not Path(tokenizer_checkpoint).is_relative_to(debug_run), recipe
+        if tokenizer_checkpoint is not None:  # tokenizer_from_scratch.yaml loads none
+            loaded += 1
+            assert not Path(tokenizer_checkpoint).is_relative_to(debug_run), recipe
+    assert loaded >= 6  # both bases, their naive overlays, key frame only, fine-tuning, ...
 
 
 def test_shipped_experiments_checkpoint_every_few_steps() -> None:

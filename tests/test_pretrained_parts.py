@@ -121,3 +121,14 @@ def test_config_differences_name_nested_keys() -> None:
         "model.init_args.tokenizer.init_args.encoder.init_args.channels: config 4, checkpoint 16"
     ]
     assert config_differences(None, saved, "model.init_args.tokenizer") == []
+
+
+def test_a_missing_first_stage_is_named_with_how_to_make_it(tmp_path: Path) -> None:
+    missing = tmp_path / "runs" / "quickstart" / "vtok" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(
+        FileNotFoundError, match="tokenizer_checkpoint: no file at .*last.ckpt.*quickstart.yaml"
+    ):
+        VideoLLM(
+            language_model=TransformerLM(hidden_size=32, num_layers=1, num_heads=2),
+            tokenizer_checkpoint=str(missing),
+        )

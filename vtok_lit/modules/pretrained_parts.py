@@ -8,6 +8,7 @@ own hyperparameters, so its checkpoints rebuild the same parts without the confi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser
@@ -64,6 +65,13 @@ def pretrained_parts(
                     f"to build it from: set one of them."
                 )
         return list(parts.values())
+    if not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(
+            f"model.init_args.tokenizer_checkpoint: no file at {checkpoint_path}. This module's tokenizer "
+            f"comes from a tokenizer-pretraining run (the first stage): run it first (vtok-lit fit -c "
+            f"experiments/quickstart.yaml, plus experiments/tokenizer/<name>.yaml for another tokenizer) or "
+            f"point tokenizer_checkpoint at one."
+        )
     checkpoint = read_checkpoint(checkpoint_path)
     saved = checkpoint.get("hyper_parameters") or {}
     built, result = {}, []
