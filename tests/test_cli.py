@@ -163,6 +163,16 @@ def test_checkpoint_of_another_module_is_refused(tmp_path: Path) -> None:
         main(["validate", *understanding_args(tmp_path / "understanding"), f"--ckpt_path={checkpoint}"])
 
 
+def test_a_checkpoint_saved_after_its_last_validation_says_when_that_was() -> None:
+    from vtok_lit.modules.checkpoints import describe
+
+    saved = {"global_step": 900, "epoch": 7, "vtok_lit": {"val_metrics": {"val/psnr": 22.3}}}
+    saved["vtok_lit"]["val_metrics_step"] = 450  # the periodic save at 900 comes before its validation
+    assert describe(saved) == "step 900, epoch 7; validated at step 450; val/psnr=22.3"
+    saved["vtok_lit"]["val_metrics_step"] = 900
+    assert describe(saved) == "step 900, epoch 7; val/psnr=22.3"
+
+
 def test_tokenizer_checkpoint_initialises_the_video_llm(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

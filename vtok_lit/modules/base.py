@@ -84,6 +84,9 @@ class VTokModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_epoch_metrics("val", self.val_metrics)
+        if not self.trainer.sanity_checking:
+            # A checkpoint saved later (every N steps) carries these figures: it says from when.
+            self.validated_at_step = self.global_step
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
         return self.evaluate(batch, batch_idx, "test", self.test_metrics)
@@ -117,6 +120,7 @@ class VTokModule(LightningModule):
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
         # What the weights were worth when saved, so a run that loads them can say so.
         checkpoint["vtok_lit"]["val_metrics"] = self.validation_figures()
+        checkpoint["vtok_lit"]["val_metrics_step"] = getattr(self, "validated_at_step", None)
         # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
         # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
         # DDP every rank takes rank 0's state; all ranks start from the same seed).

@@ -164,9 +164,14 @@ def load_part_weights(
 
 
 def describe(checkpoint: dict[str, Any]) -> str:
-    """``"step 900, epoch 7; val/psnr=27.31, ..."``: how far the checkpoint's run had trained."""
+    """``"step 900, epoch 7; val/psnr=27.31, ..."``: how far the checkpoint's run had trained, with
+    ``"; validated at step 450"`` where its figures come from a validation before its step."""
     where = f"step {checkpoint.get('global_step', '?')}, epoch {checkpoint.get('epoch', '?')}"
     metrics = checkpoint.get("vtok_lit", {}).get("val_metrics")
     if not metrics:
         return f"{where}; no validation metrics recorded with it"
+    validated = checkpoint["vtok_lit"].get("val_metrics_step")
+    if validated is not None and validated != checkpoint.get("global_step"):
+        # A periodic checkpoint saved between validations carries the last one's figures.
+        where += f"; validated at step {validated}"
     return f"{where}; " + ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
