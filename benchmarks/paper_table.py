@@ -175,19 +175,24 @@ def trained_steps(run_dir: Path) -> int | None:
     return yaml.safe_load(config_file.read_text(encoding="utf-8")).get("trainer", {}).get("max_steps")
 
 
-def task_overrides(task: str, steps: int, args: argparse.Namespace) -> list[str]:
-    """Overrides of a second-stage run: its learning-rate schedule fitted to a budget of ``steps``
-    (the understanding base warms up for 1/15 of its 1500 steps, and so here), and the understanding
-    feature cache kept under ``--runs-dir``."""
-    if task == "understanding":
-        return [
-            f"--model.init_args.lr_scheduler.init_args.total_steps={steps}",
-            f"--model.init_args.lr_scheduler.init_args.warmup_steps={steps // 15}",
-            f"--model.init_args.feature_cache_dir={args.runs_dir / 'feature_cache'}",
-        ]
-    if task == "generation":
-        return [f"--model.init_args.lr_scheduler.init_args.T_max={steps}"]
-    return []
+def second_stage_overrides(base: Path, steps: int, args: argparse.Namespace) -> list[str]:
+    """Overrides of a run of the task base ``base`` on a budget of ``steps``: the length of its
+    learning-rate schedule (``total_steps`` or ``T_max``) set to ``steps`` and its ``warmup_steps``
+    scaled by the same factor, and a feature cache it keeps moved under ``--runs-dir``."""
+    import yaml
+
+    init_args = yaml.safe_load(base.read_text(encoding="utf-8"))["model"]["init_args"]
+    schedule = (init_args.get("lr_scheduler") or {}).get("init_args") or {}
+    key = "--model.init_args.lr_scheduler.init_args."
+    overrides = []
+    for length in ("total_steps", "T_max"):
+        if length in schedule:
+            overrides.append(f"{key}{length}={steps}")
+            if "warmup_steps" in schedule:
+                overrides.append(f"{key}warmup_steps={schedule['warmup_steps'] * steps // schedule[length]}")
+    if init_args.get("feature_cache_dir"):
+        overrides.append(f"--model.init_args.feature_cache_dir={args.runs_dir / 'feature_cache'}")
+    return overrides
 
 
 def run_all(args: argparse.Namespace) -> dict[str, float | None]:
@@ -195,19 +200,16 @@ def run_all(args: argparse.Namespace) -> dict[str, float | None]:
     checkpoint (the second stage), every run on the given step budget."""
     wall: dict[str, float | None] = {}
     budgets = {"understanding": args.understanding_steps, "generation": args.generation_steps}
-    tasks = [
-        task
-        for task, skipped in (
-            ("understanding", args.skip_understanding),
-            ("generation", args.skip_generation),
-        )
-        if not skipped
-    ]
+    tasks = [task for task in budgets if not getattr(args, f"skip_{task}")]
     for tokenizer in args.tokenizers:
-        composed = {task: configs(task, tokenizer) for task in tasks}
-        for task in [task for task, chain in composed.items() if chain is None]:
-            print(f"no experiments/{TASKS[task][1]}/{tokenizer}.yaml: no {task} row for {tokenizer}")
-        if not any(composed.values()):
+        composed = {}
+        for task in tasks:
+            chain = configs(task, tokenizer)
+            if chain is None:
+                print(f"no experiments/{TASKS[task][1]}/{tokenizer}.yaml: no {task} row for {tokenizer}")
+            else:
+                composed[task] = chain
+        if not composed:
             continue
         name = f"pretraining_{tokenizer}"
         wall[name] = fit(configs("pretraining", tokenizer), name, args.pretraining_steps, args)
@@ -215,15 +217,13 @@ def run_all(args: argparse.Namespace) -> dict[str, float | None]:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"the tokenizer pretraining run {name} wrote no {checkpoint}")
         for task, chain in composed.items():
-            if chain is None:
-                continue
             wall[f"{task}_{tokenizer}"] = fit(
                 chain,
                 f"{task}_{tokenizer}",
                 budgets[task],
                 args,
                 f"--model.init_args.tokenizer_checkpoint={checkpoint}",
-                *task_overrides(task, budgets[task], args),
+                *second_stage_overrides(chain[0], budgets[task], args),
             )
     return wall
 

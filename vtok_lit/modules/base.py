@@ -53,6 +53,8 @@ class VTokModule(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        # The global step of the last validation (not the sanity check), saved with its figures.
+        self.validated_at_step: int | None = None
         self.configure_metrics([])
 
     def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, Metric | MetricCollection]:
@@ -120,7 +122,7 @@ class VTokModule(LightningModule):
         checkpoint["vtok_lit"] = {"version": __version__, **self.checkpoint_identity()}
         # What the weights were worth when saved, so a run that loads them can say so.
         checkpoint["vtok_lit"]["val_metrics"] = self.validation_figures()
-        checkpoint["vtok_lit"]["val_metrics_step"] = getattr(self, "validated_at_step", None)
+        checkpoint["vtok_lit"]["val_metrics_step"] = self.validated_at_step
         # Lightning saves no RNG state, yet frame subsets, flow-matching noise and question sampling
         # draw from torch's global RNG: a resumed fit restores it to continue the same draws (under
         # DDP every rank takes rank 0's state; all ranks start from the same seed).

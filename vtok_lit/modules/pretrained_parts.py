@@ -8,7 +8,6 @@ own hyperparameters, so its checkpoints rebuild the same parts without the confi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser
@@ -65,14 +64,15 @@ def pretrained_parts(
                     f"to build it from: set one of them."
                 )
         return list(parts.values())
-    if not Path(checkpoint_path).is_file():
+    try:
+        checkpoint = read_checkpoint(checkpoint_path)
+    except FileNotFoundError as missing:
         raise FileNotFoundError(
             f"model.init_args.tokenizer_checkpoint: no file at {checkpoint_path}. This module's tokenizer "
             f"comes from a tokenizer-pretraining run (the first stage): run it first (vtok-lit fit -c "
             f"experiments/quickstart.yaml, plus experiments/tokenizer/<name>.yaml for another tokenizer) or "
             f"point tokenizer_checkpoint at one."
-        )
-    checkpoint = read_checkpoint(checkpoint_path)
+        ) from missing
     saved = checkpoint.get("hyper_parameters") or {}
     built, result = {}, []
     for name, part in parts.items():
