@@ -2,7 +2,8 @@
 
 Every clip holds 1 to ``max_objects`` objects, each a distinct shape in a distinct colour, so "the
 red circle" and "the circle" name exactly one object. An object is small or large, moves left,
-right, up or down at constant speed (staying fully inside the frame) or stays still, and grows,
+right, up or down at constant speed (staying fully inside the frame, from a start that does not
+depend on the direction) or stays still, and grows,
 fades toward the background or stays unchanged. Each clip gets a caption describing every object
 and one question per category that applies (see
 :data:`~vtok_lit.data.motionshapes.vocabulary.QUESTION_CATEGORIES`). A clip with two or
@@ -43,11 +44,13 @@ from vtok_lit.data.motionshapes.vocabulary import (
 )
 from vtok_lit.data.video_io import write_video
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: start positions drawn independently of the direction
 SPLITS = ("train", "val")
 STILL_PROBABILITY = 0.25
-# Displacement per frame for a 64 px frame, scaled with the frame size: 15-30 px over 16 frames.
+# Displacement per frame for a 64 px frame, scaled with the frame size: 15-30 px over 16 frames,
+# cut short at the frame's edge but never below MIN_DISTANCE_PX (scaled likewise).
 SPEED_RANGE_PX = (1.0, 2.0)
+MIN_DISTANCE_PX = 10.0
 GROWTH = 1.5  # a growing object ends this many times its first-frame size
 FADE_END_OPACITY = 0.2  # a fading object stays faintly visible so it can still be located at the end
 MARGIN_PX = 1.0
@@ -173,23 +176,25 @@ def _sample_attributes(
 
 
 def _place(obj: _ShapeObject, rng: np.random.Generator, config: MotionShapesConfig) -> None:
-    """Draw a start and end centre keeping the whole object inside the frame for the whole clip."""
+    """Draw a start and end centre keeping the whole object inside the frame for the whole clip.
+
+    The start is drawn from the same square whichever way the object goes (still included), the
+    shortest travel distance in from every side, so the first frame alone cannot tell the direction;
+    the move is then as long as its speed asks, cut short where the frame's edge comes first. (Drawn
+    from the room left along the motion axis, an object near the right edge would mostly move left,
+    and a model that sees only the key frame would guess directions well above chance.)
+    """
+    scale = config.image_size / 64
     low = obj.largest_half_size + MARGIN_PX
     high = config.image_size - low
-    start = rng.uniform(low, high, size=2)
-    if obj.direction == "still":
-        obj.start = obj.end = (float(start[0]), float(start[1]))
-        return
-    step = np.array(DIRECTIONS[obj.direction])
-    speed = rng.uniform(*SPEED_RANGE_PX) * config.image_size / 64
-    distance = min(speed * (config.num_frames - 1), high - low)
-    # Along the motion axis the start must leave room for the whole distance. When the distance is
-    # capped at high - low, rounding can put high - distance a hair below low: clamp the bounds.
-    axis = int(np.argmax(np.abs(step)))
-    if step[axis] > 0:
-        start[axis] = rng.uniform(low, max(low, high - distance))
-    else:
-        start[axis] = rng.uniform(min(low + distance, high), high)
+    shortest = min(MIN_DISTANCE_PX * scale, (high - low) / 2)
+    start = rng.uniform(low + shortest, high - shortest, size=2)
+    distance = rng.uniform(*SPEED_RANGE_PX) * scale * (config.num_frames - 1)
+    step = np.array(DIRECTIONS.get(obj.direction, (0.0, 0.0)))
+    if obj.direction != "still":
+        axis = int(np.argmax(np.abs(step)))
+        room = high - start[axis] if step[axis] > 0 else start[axis] - low
+        distance = min(distance, room)
     end = start + step * distance
     obj.start, obj.end = (float(start[0]), float(start[1])), (float(end[0]), float(end[1]))
 

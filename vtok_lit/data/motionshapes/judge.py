@@ -121,7 +121,7 @@ class MotionShapesJudge(ClipJudge):
                 corpus draws 0.07 (small) and 0.12 (large).
             still_threshold: Displacement of the centre from the first to the last frame
                 (fraction of the side) below which an object is still; the corpus moves objects
-                at least 0.23.
+                at least 0.16 (10 px of 64).
             growth_threshold: Last-frame over first-frame size from which an object grows; the
                 corpus grows objects 1.5 times.
             fade_threshold: Last-frame over first-frame opacity below which an object fades; the
