@@ -196,3 +196,24 @@ def test_training_order_follows_the_seed(tiny_corpus: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert first_paths(0) == first_paths(0) != first_paths(1)
+
+
+def test_cached_clips_are_decoded_once_and_read_the_same(tmp_path: Path) -> None:
+    """With ``cache_decoded_clips`` a clip's file is read at its first access only: the item stays
+    the same after the file is gone, while an uncached dataset then names the missing file."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8), fps=8)
+    records = [ManifestRecord(video=video, caption="noise", split="train")]
+    # 48: the frames' own height, so the item is the cached frames cropped, without a resize.
+    cached = VideoTextDataset(records, num_frames=6, image_size=48, cache_decoded_clips=True)
+    uncached = VideoTextDataset(records, num_frames=6, image_size=48)
+    first, reference = cached[0], uncached[0]
+    torch.testing.assert_close(first["video"], reference["video"], rtol=0, atol=0)
+    video.unlink()
+    again = cached[0]
+    torch.testing.assert_close(again["video"], first["video"], rtol=0, atol=0)
+    assert torch.equal(again["frame_indices"], first["frame_indices"])
+    again["video"].zero_()  # an item is the caller's to change: the cache keeps its own frames
+    torch.testing.assert_close(cached[0]["video"], first["video"], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="clip.mp4"):
+        uncached[0]

@@ -48,6 +48,7 @@ class VideoTextDataset(Dataset):
         image_size: int = 64,
         bad_video_policy: BadVideoPolicy = "raise",
         video_backend: VideoBackend = "pyav",
+        cache_decoded_clips: bool = False,
     ) -> None:
         """Create the dataset.
 
@@ -63,6 +64,9 @@ class VideoTextDataset(Dataset):
                 error naming the manifest line; ``"skip"`` warns and returns None for it.
             video_backend: The decoder: ``"pyav"`` or ``"decord"``; both give the frames of a
                 sequential decode.
+            cache_decoded_clips: Keep each clip's decoded frames (uint8, at the video's own size)
+                after its first read, so later epochs skip decoding; for corpora that fit in memory.
+                Every process that reads the dataset (each DataLoader worker) holds its own cache.
         """
         check_frame_sampling(num_frames, frame_sampling, frame_stride, target_fps)
         if image_size < 1:
@@ -81,31 +85,38 @@ class VideoTextDataset(Dataset):
         self.target_fps = target_fps
         self.image_size = image_size
         self.bad_video_policy = bad_video_policy
+        self.cache_decoded_clips = cache_decoded_clips
+        self._decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         record = self.records[index]
-        try:
-            frames, frame_indices = read_clip(
-                record.video,
-                self.num_frames,
-                self.frame_sampling,
-                self.frame_stride,
-                self.target_fps,
-                self.video_backend,
-                record.start,
-                record.end,
-            )
-        except BAD_VIDEO_ERRORS as err:
-            if self.bad_video_policy == "raise":
-                raise type(err)(f"{record.location}: {err}") from err
-            warnings.warn(f"{record.location}: skipping {record.video}: {err}", stacklevel=2)
-            return None
+        decoded = self._decoded.get(index)
+        if decoded is None:
+            try:
+                decoded = read_clip(
+                    record.video,
+                    self.num_frames,
+                    self.frame_sampling,
+                    self.frame_stride,
+                    self.target_fps,
+                    self.video_backend,
+                    record.start,
+                    record.end,
+                )
+            except BAD_VIDEO_ERRORS as err:
+                if self.bad_video_policy == "raise":
+                    raise type(err)(f"{record.location}: {err}") from err
+                warnings.warn(f"{record.location}: skipping {record.video}: {err}", stacklevel=2)
+                return None
+            if self.cache_decoded_clips:
+                self._decoded[index] = decoded
+        frames, frame_indices = decoded
         return {
             "video": square_resize(frames, self.image_size),
-            "frame_indices": frame_indices,
+            "frame_indices": frame_indices.clone(),
             "caption": record.caption,
             "questions": [dataclasses.asdict(pair) for pair in record.qa],
             "path": str(record.video),
