@@ -303,3 +303,43 @@ def test_motion_oracle_reads_each_frames_true_state(benchmarks) -> None:
     residual = tokens.kinds == motion_oracle.TokenKind.RESIDUAL
     # Only frame 3's residual slot reads frame 3's state; the key-frame tokens are the tokenizer's.
     assert changed.tolist() == (residual & (tokens.frame_index == 3)).tolist()
+
+
+def test_understanding_breakdown(benchmarks, tmp_path: Path) -> None:
+    from vtok_lit.cli import main as cli_main
+
+    cli_main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "tests" / "conf" / "understanding_tiny.yaml"),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--data.init_args.data_dir={tmp_path / 'corpus'}",
+            "--data.init_args.num_workers=0",
+        ]
+    )
+    checkpoint = next((tmp_path / "runs").rglob("*.ckpt"))
+    report = benchmarks("understanding_breakdown").main(
+        ["--checkpoint", f"tiny={checkpoint}", "--max-clips", "3", "--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "understanding_breakdown")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["understanding_breakdown"]
+    assert {row["tokens"] for row in rows} == {"own", "other clip's residuals"}
+    for tokens in ("own", "other clip's residuals"):
+        (overall,) = [row for row in rows if row["tokens"] == tokens and row["category"] == "overall"]
+        per_category = [row for row in rows if row["tokens"] == tokens and row["category"] != "overall"]
+        # Every question of the 3 clips is counted once under its category and once overall.
+        assert overall["questions_all"] == sum(row["questions_all"] for row in per_category) > 0
+        assert 0.0 <= overall["objects_all"] <= 1.0
+        counts = [key for key in overall if key.startswith("questions_") and key != "questions_all"]
+        assert sum(overall[key] for key in counts) == overall["questions_all"]
+    assert "all %" in table_header(markdown)
+    with pytest.raises(SystemExit, match="no file at"):
+        benchmarks("understanding_breakdown").main(["--checkpoint", f"x={tmp_path / 'missing.ckpt'}"])
+    lone = tmp_path / "lone" / "checkpoints" / "last.ckpt"  # a checkpoint without its run's config.yaml
+    lone.parent.mkdir(parents=True)
+    lone.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(SystemExit, match="no config.yaml"):
+        benchmarks("understanding_breakdown").main(["--checkpoint", f"x={lone}"])

@@ -24,7 +24,7 @@ from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.sequences import LMSequences, answer_log_likelihood, build_lm_sequences, next_token_loss
 from vtok_lit.core.text_tokenizers import TextTokenizer, text_tokenizer_for
 from vtok_lit.core.tokenizers import VideoTokenizer
-from vtok_lit.core.tokens import TokenKind
+from vtok_lit.core.tokens import TokenKind, VideoTokens
 
 
 class QuestionRow(NamedTuple):
@@ -99,6 +99,10 @@ class VideoQuestionAnswering(nn.Module):
                 cache = self.feature_cache
                 features = encode_frames_cached(self.tokenizer, video, paths, frame_indices, cache)
                 tokens = self.tokenizer.tokenize_features(features)
+        return self.project_tokens(tokens)
+
+    def project_tokens(self, tokens: VideoTokens) -> torch.Tensor:
+        """Video tokens -> the LM's ``(B, L, hidden)`` prefix (projector plus kind embedding)."""
         return self.projector(tokens.tokens) + self.kind_embedding(tokens.kinds)[None]
 
     def sequences(self, prefix: torch.Tensor, rows: list[QuestionRow], with_answers: bool) -> LMSequences:

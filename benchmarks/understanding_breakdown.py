@@ -1,0 +1,146 @@
+"""Where does an understanding model go wrong? Accuracy by category and by objects in the clip.
+
+For every VideoLLM checkpoint named, the held-out MotionShapes clips of its run are answered twice:
+with each clip's own video tokens, and with its residual tokens swapped for another clip's (the
+next one in the batch; key-frame tokens kept). Accuracy is reported per question category and per
+number of objects in the clip. The first pass tells whether a category fails everywhere or only
+where several objects share the one residual token a frame gets; the second whether the model reads
+the residual tokens at all (a category it answers from them falls to chance).
+
+    python benchmarks/understanding_breakdown.py \\
+        --checkpoint vtok=runs/understanding/vtok/version_0/checkpoints/last.ckpt
+
+A checkpoint's data settings (folder, frames, frame size) come from the ``config.yaml`` Lightning
+saved beside its ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Column, machine_info, write_report  # noqa: E402
+from motion_probe import parse_entries  # noqa: E402
+
+from vtok_lit.core.tokens import TokenKind  # noqa: E402
+from vtok_lit.data.datamodule import VideoTextDataModule  # noqa: E402
+from vtok_lit.data.dataset import collate_video_text  # noqa: E402
+from vtok_lit.data.motionshapes import MotionShapesConfig  # noqa: E402
+from vtok_lit.metrics.answer_scoring import is_correct  # noqa: E402
+from vtok_lit.modules import VideoLLM  # noqa: E402
+
+TOKENS = ("own", "other clip's residuals")
+
+
+def run_data_settings(config: Path) -> dict[str, Any]:
+    """The DataModule arguments of a run's saved ``config.yaml``."""
+    settings = dict(yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["init_args"])
+    if isinstance(settings.get("corpus"), dict):
+        settings["corpus"] = MotionShapesConfig(**settings["corpus"])
+    return settings
+
+
+@torch.no_grad()
+def answer_correctness(
+    model: VideoLLM, dataset: Any, batch_size: int, swap_residuals: bool, max_clips: int | None
+) -> list[tuple[str, int, bool]]:
+    """``(category, objects in the clip, answered right)`` for every question of the clips."""
+    results = []
+    count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    for start in range(0, count, batch_size):
+        batch = collate_video_text([dataset[index] for index in range(start, min(start + batch_size, count))])
+        questions = model.clip_questions(batch["questions"], sample=False)
+        tokens = model.model.tokenizer(batch["video"])
+        if swap_residuals:
+            tokens = tokens.with_residuals_from_other_clips()
+        predictions = model.model.generate(model.model.project_tokens(tokens), model.question_rows(questions))
+        for (clip, qa), prediction in zip(questions, predictions, strict=True):
+            objects = len(batch["meta"][clip].get("objects", []))
+            right = is_correct(prediction, qa["answer"], qa.get("options"))
+            results.append((qa.get("category") or "uncategorised", objects, right))
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", action="append", default=[], metavar="NAME=CKPT", help="a VideoLLM checkpoint"
+    )
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--max-clips", type=int, default=None, help="held-out clips to answer (all)")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--name", default="understanding_breakdown", help="file stem of the report")
+    args = parser.parse_args(argv)
+    entries = parse_entries(args.checkpoint, "--checkpoint")
+    if not entries:
+        parser.error("name at least one --checkpoint")
+
+    rows = []
+    for name, (checkpoint,) in entries:
+        config = checkpoint.parent.parent / "config.yaml"
+        if not config.is_file():
+            raise SystemExit(f"{name}: no config.yaml at {config} (the run's saved config)")
+        model = VideoLLM.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+        datamodule = VideoTextDataModule(**run_data_settings(config))
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        dataset = datamodule.datasets["val"]
+        has_residuals = bool(
+            (model.model.tokenizer.token_layout(datamodule.hparams.num_frames)[0] == TokenKind.RESIDUAL).any()
+        )
+        for tokens in TOKENS if has_residuals else TOKENS[:1]:
+            results = answer_correctness(model, dataset, args.batch_size, tokens != TOKENS[0], args.max_clips)
+            groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
+            for category, objects, right in results:
+                for key in (
+                    (category, str(objects)),
+                    (category, "all"),
+                    ("overall", str(objects)),
+                    ("overall", "all"),
+                ):
+                    groups[key].append(right)
+            counts = sorted({key[1] for key in groups} - {"all"}) + ["all"]
+            for category in sorted({key[0] for key in groups} - {"overall"}) + ["overall"]:
+                row: dict[str, Any] = {"model": name, "tokens": tokens, "category": category}
+                for objects in counts:
+                    answers = groups.get((category, objects), [])
+                    row[f"objects_{objects}"] = sum(answers) / len(answers) if answers else None
+                    row[f"questions_{objects}"] = len(answers)
+                rows.append(row)
+            print(f"{name} ({tokens}): overall {row['objects_all']:.3f}")
+
+    object_counts = sorted({key[8:] for row in rows for key in row if key.startswith("objects_")} - {"all"})
+    percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
+    columns = [Column("model", "model"), Column("tokens", "tokens"), Column("category", "category")]
+    columns += [Column(f"{count} object(s) %", f"objects_{count}", percent) for count in object_counts]
+    columns += [Column("all %", "objects_all", percent), Column("questions", "questions_all", "d")]
+    notes = [
+        "Accuracy of each understanding checkpoint on the held-out clips of its run, per question "
+        "category and per number of objects in the clip; 'other clip's residuals' answers with each "
+        "clip's residual tokens replaced by the next clip's (key-frame tokens kept).",
+        "Runs: " + "; ".join(f"{name}: {paths[0]}" for name, paths in entries),
+    ]
+    settings = {"checkpoints": {name: str(paths[0]) for name, paths in entries}, "max_clips": args.max_clips}
+    return write_report(
+        args.name,
+        "Understanding by category and objects per clip",
+        notes,
+        [("", columns, rows)],
+        machine_info(),
+        settings,
+        args.output_dir,
+    )
+
+
+if __name__ == "__main__":
+    main()
