@@ -50,22 +50,24 @@ def run_data_settings(config: Path) -> dict[str, Any]:
 
 @torch.no_grad()
 def answer_correctness(
-    model: VideoLLM, dataset: Any, batch_size: int, swap_residuals: bool, max_clips: int | None
-) -> list[tuple[str, int, bool]]:
-    """``(category, objects in the clip, answered right)`` for every question of the clips."""
-    results = []
+    model: VideoLLM, dataset: Any, batch_size: int, passes: tuple[str, ...], max_clips: int | None
+) -> dict[str, list[tuple[str, int, bool]]]:
+    """For each pass of :data:`TOKENS` asked, ``(category, objects in the clip, answered right)`` for
+    every question of the clips; a batch is tokenized once for all passes."""
+    results: dict[str, list[tuple[str, int, bool]]] = {tokens: [] for tokens in passes}
     count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
     for start in range(0, count, batch_size):
         batch = collate_video_text([dataset[index] for index in range(start, min(start + batch_size, count))])
         questions = model.clip_questions(batch["questions"], sample=False)
-        tokens = model.model.tokenizer(batch["video"])
-        if swap_residuals:
-            tokens = tokens.with_residuals_from_other_clips()
-        predictions = model.model.generate(model.model.project_tokens(tokens), model.question_rows(questions))
-        for (clip, qa), prediction in zip(questions, predictions, strict=True):
-            objects = len(batch["meta"][clip].get("objects", []))
-            right = is_correct(prediction, qa["answer"], qa.get("options"))
-            results.append((qa.get("category") or "uncategorised", objects, right))
+        rows = model.question_rows(questions)
+        own = model.model.tokenizer(batch["video"])
+        for tokens in passes:
+            video_tokens = own if tokens == TOKENS[0] else own.with_residuals_from_other_clips()
+            predictions = model.model.generate(model.model.project_tokens(video_tokens), rows)
+            for (clip, qa), prediction in zip(questions, predictions, strict=True):
+                objects = len(batch["meta"][clip].get("objects", []))
+                right = is_correct(prediction, qa["answer"], qa.get("options"))
+                results[tokens].append((qa.get("category") or "uncategorised", objects, right))
     return results
 
 
@@ -98,8 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         has_residuals = bool(
             (model.model.tokenizer.token_layout(datamodule.hparams.num_frames)[0] == TokenKind.RESIDUAL).any()
         )
-        for tokens in TOKENS if has_residuals else TOKENS[:1]:
-            results = answer_correctness(model, dataset, args.batch_size, tokens != TOKENS[0], args.max_clips)
+        passes = TOKENS if has_residuals else TOKENS[:1]
+        for tokens, results in answer_correctness(
+            model, dataset, args.batch_size, passes, args.max_clips
+        ).items():
             groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
             for category, objects, right in results:
                 for key in (
