@@ -343,3 +343,17 @@ def test_understanding_breakdown(benchmarks, tmp_path: Path) -> None:
     lone.write_bytes(checkpoint.read_bytes())
     with pytest.raises(SystemExit, match="no config.yaml"):
         benchmarks("understanding_breakdown").main(["--checkpoint", f"x={lone}"])
+
+
+def test_training_step(benchmarks, tmp_path: Path) -> None:
+    arguments = ["--batch-size", "2", "--frames", "4", "--output-dir", str(tmp_path), *TIMING]
+    report = benchmarks("training_step").main(arguments)
+    markdown, _ = read_report(tmp_path, "training_step")
+    parts = report["tables"]["Parts of a step"]
+    assert [row["part"] for row in parts] == ["whole step", "frame encoder", "tokenizer", "decoder loss"]
+    assert parts[0]["share"] == pytest.approx(1.0)
+    stems = report["tables"]["Patch-embedding stem"]
+    assert [row["stem"] for row in stems] == ["nn.Conv2d", "embed_patches"]
+    assert stems[0]["ratio"] == pytest.approx(1.0)
+    assert report["settings"]["batch_size"] == 2 and report["settings"]["frames"] == 4
+    assert "share of the whole step" in table_header(markdown)

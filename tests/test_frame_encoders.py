@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from vtok_lit.core.frame_encoders import ConvFrameEncoder
+from vtok_lit.core.frame_encoders import ConvFrameEncoder, embed_patches
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
 
 TINY_NAME = "vtok-test-tiny-vit"
@@ -36,6 +36,23 @@ def test_conv_encoder_shapes_and_identity():
         ConvFrameEncoder(coordinate_channels=False).config_identity,
     }
     assert len(identities) == 4
+
+
+@pytest.mark.parametrize("size", [(64, 64), (70, 61)])
+def test_patch_embedding_is_the_strided_convolution_and_its_gradients(size):
+    torch.manual_seed(0)
+    stem = torch.nn.Conv2d(5, 16, kernel_size=8, stride=8)
+    frames = torch.rand(3, 5, *size, requires_grad=True)
+    expected = stem(frames)
+    (expected_input_grad, expected_weight_grad) = torch.autograd.grad(
+        expected.square().sum(), [frames, stem.weight]
+    )
+    embedded = embed_patches(frames, stem)
+    assert embedded.shape == expected.shape  # a remainder is dropped, as the convolution drops it
+    torch.testing.assert_close(embedded, expected, atol=1e-5, rtol=1e-5)
+    input_grad, weight_grad = torch.autograd.grad(embedded.square().sum(), [frames, stem.weight])
+    torch.testing.assert_close(input_grad, expected_input_grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weight_grad, expected_weight_grad, atol=1e-4, rtol=1e-5)
 
 
 def test_coordinate_channels_make_pooled_features_position_aware():

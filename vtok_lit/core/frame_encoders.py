@@ -6,6 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -54,6 +55,27 @@ class FrameEncoder(nn.Module, ABC):
 def _forget_weights_digest(module: FrameEncoder, incompatible_keys: object) -> None:
     """Load-state-dict hook: new weights need a new digest."""
     module._weights_digest = None
+
+
+def embed_patches(frames: torch.Tensor, stem: nn.Conv2d) -> torch.Tensor:
+    """``stem(frames)`` for a convolution whose kernel is its stride, computed as one matrix product
+    over the frames' patches: the same map (a pixel remainder at the right and bottom is dropped
+    likewise), with a backward pass about twice as fast on CPU as the convolution's.
+
+    Args:
+        frames: ``(N, C_in, H, W)``.
+        stem: A ``Conv2d`` with ``kernel_size == stride``, no padding, dilation or groups.
+
+    Returns:
+        ``(N, C_out, H // p, W // p)``, p the patch side.
+    """
+    patch = stem.kernel_size[0]
+    n, channels, height, width = frames.shape
+    rows, columns = height // patch, width // patch
+    frames = frames[:, :, : rows * patch, : columns * patch]
+    patches = frames.reshape(n, channels, rows, patch, columns, patch).permute(0, 2, 4, 1, 3, 5)
+    embedded = F.linear(patches.flatten(3), stem.weight.flatten(1), stem.bias)  # (N, rows, columns, C_out)
+    return embedded.permute(0, 3, 1, 2)
 
 
 class ConvFrameEncoder(FrameEncoder):
@@ -105,7 +127,7 @@ class ConvFrameEncoder(FrameEncoder):
             grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
             coordinates = torch.stack([grid_x, grid_y]).expand(n, -1, -1, -1)
             x = torch.cat([x, coordinates], dim=1)
-        x = self.stem(x)
+        x = embed_patches(x, self.stem)
         for block in self.blocks:
             x = x + block(x)
         return x
@@ -175,7 +197,10 @@ class ViTFrameEncoder(FrameEncoder):
                 f"frames of size {tuple(frames.shape[-2:])} do not match image_size={self.image_size} "
                 "of the ViTFrameEncoder"
             )
-        tokens = self.patch_embedding(frames * 2 - 1).flatten(2).transpose(1, 2) + self.position_embedding
+        tokens = (
+            embed_patches(frames * 2 - 1, self.patch_embedding).flatten(2).transpose(1, 2)
+            + self.position_embedding
+        )
         tokens = self.norm(self.layers(tokens))  # (N, grid * grid, C)
         return tokens.transpose(1, 2).unflatten(2, (self.grid, self.grid))
 
