@@ -36,7 +36,6 @@ from harness import (
 
 from vtok_lit.cli import main as cli_main
 from vtok_lit.core.frame_encoders import ConvFrameEncoder, ViTFrameEncoder, embed_patches
-from vtok_lit.core.tokens import VideoTokens
 from vtok_lit.modules import TokenizerPretraining
 
 NAME = "training_step"
@@ -104,14 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer.step()
 
     def decoder_only() -> None:
-        tokens = VideoTokens(
-            fixed.tokens.clone().requires_grad_(),
-            fixed.kinds,
-            fixed.frame_index,
-            fixed.padding_mask,
-            fixed.cell_xy,
-        )
-        model.decoder.loss(tokens, video).backward()
+        model.decoder.loss(fixed.with_tokens(fixed.tokens.clone().requires_grad_()), video).backward()
 
     parts = {
         "whole step": step,
