@@ -178,6 +178,33 @@ def test_the_motion_field_moves_frame_ts_attention_by_residual_token_t():
     assert frame_change[2] > 1e-3 and frame_change[[0, 1, 3]].max() == 0
 
 
+@pytest.mark.parametrize("decoder_class", [RegressionVideoDecoder, FlowMatchingVideoDecoder])
+def test_patch_codes_give_residual_token_t_a_say_in_each_patch_of_frame_t(decoder_class):
+    tokens = conv_vtok()(torch.rand(1, 4, 3, SIZE, SIZE))
+    torch.manual_seed(0)
+    decoder = decoder_class(token_dim=16, image_size=SIZE, patch_size=8, width=32, depth=1, patch_code_dim=4)
+    frames = torch.arange(4)
+    index = residual_of_frames(tokens, frames)
+    projected = decoder.token_projection(tokens.tokens)
+    codes = decoder.patch_codes(decoder.frame_residual_tokens(projected, index), index, None)
+    assert codes.shape == (1, 4, (SIZE // 8) ** 2, 32)
+    assert codes[0, 0].abs().max() == 0  # the key frame has no residual token
+    assert not torch.allclose(codes[0, 2, 0], codes[0, 2, 1])  # a code per patch, not one per frame
+    dropped = decoder.patch_codes(
+        decoder.frame_residual_tokens(projected, index), index, torch.tensor([True])
+    )
+    assert dropped.abs().max() == 0  # classifier-free guidance's unconditional pass sees none
+    decoder.eval()
+    with_codes = decoder.decode(tokens, 4, torch.Generator().manual_seed(0))
+    torch.nn.init.zeros_(decoder.patch_code_out.weight)
+    torch.nn.init.zeros_(decoder.patch_code_out.bias)
+    without_codes = decoder.decode(tokens, 4, torch.Generator().manual_seed(0))
+    effect = (with_codes - without_codes).abs().amax(dim=(0, 2, 3, 4))
+    assert effect[0] == 0 and effect[1:].min() > 0  # frames with a residual token, and only they
+    with pytest.raises(ValueError, match="patch_code_dim"):
+        decoder_class(token_dim=16, image_size=SIZE, patch_size=8, patch_code_dim=-1)
+
+
 def test_changed_pixel_weight_weighs_up_the_moving_object():
     video = square_clip(8, num_frames=3)
     changed = changed_pixels(video, 0)

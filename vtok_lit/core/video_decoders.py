@@ -78,6 +78,7 @@ class VideoDecoder(nn.Module, ABC):
         frame_conditioning: bool = False,
         motion_field: bool = False,
         changed_pixel_weight: float = 0.0,
+        patch_code_dim: int = 0,
     ) -> None:
         """
         Args:
@@ -106,6 +107,10 @@ class VideoDecoder(nn.Module, ABC):
             changed_pixel_weight: Weight ``1 + changed_pixel_weight`` in the loss on pixels that
                 changed since the key frame (the moving objects, a few percent of the pixels), 1
                 elsewhere; 0 is the plain mean.
+            patch_code_dim: Add to each query of frame t a code of this size for its own patch, read
+                by an MLP from frame t's residual token (then widened to the query width): a path
+                from the token to WHERE in frame t something changed, which neither the per-frame
+                adaLN condition nor attention gives directly. 0 disables it.
         """
         super().__init__()
         if frames_per_clip is not None and frames_per_clip < 1:
@@ -142,6 +147,12 @@ class VideoDecoder(nn.Module, ABC):
             nn.init.zeros_(self.motion_out.bias)
         else:
             self.motion_out = None
+        if patch_code_dim < 0:
+            raise ValueError(f"patch_code_dim must not be negative, got {patch_code_dim}")
+        self.patch_code_dim = patch_code_dim
+        if patch_code_dim:
+            self.patch_code_mlp = MLP(width, width, num_patches * patch_code_dim)
+            self.patch_code_out = nn.Linear(patch_code_dim, width)
         if locality < 0:
             raise ValueError(f"locality must not be negative, got {locality}")
         self.log_locality = (
@@ -226,6 +237,8 @@ class VideoDecoder(nn.Module, ABC):
         condition = self.frame_condition(frame_residuals, residual_index, drop_condition)
         bias = self.locality_bias(tokens, frames, projected, frame_residuals, residual_index)
         x = queries
+        if self.patch_code_dim:
+            x = x + self.patch_codes(frame_residuals, residual_index, drop_condition)
         for depth, block in enumerate(self.blocks):
             x = block(x, context, visible, None if bias is None else bias[:, depth], condition)
         return self.unpatchify(self.to_patches(self.out_norm(x)))
@@ -249,6 +262,20 @@ class VideoDecoder(nn.Module, ABC):
         if drop_condition is not None:
             has_residual = has_residual & ~drop_condition[:, None, None]
         return torch.where(has_residual, self.condition_mlp(frame_residuals), self.key_frame_condition)
+
+    def patch_codes(
+        self,
+        frame_residuals: torch.Tensor,
+        residual_index: torch.Tensor,
+        drop_condition: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(B, T', P, width)``: what each frame's residual token says about each of its patches, zero
+        for frames without one (the key frame) and for clips whose tokens are dropped."""
+        codes = self.patch_code_mlp(frame_residuals).unflatten(-1, (-1, self.patch_code_dim))
+        has_residual = (residual_index >= 0)[None, :, None, None]
+        if drop_condition is not None:
+            has_residual = has_residual & ~drop_condition[:, None, None, None]
+        return self.patch_code_out(codes) * has_residual
 
     def displacements(
         self,
