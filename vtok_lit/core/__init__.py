@@ -5,6 +5,7 @@ from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder, ViTFram
 from vtok_lit.core.hf_language_model import HFCausalLM
 from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
+from vtok_lit.core.residual_objectives import ChangeMapObjective
 from vtok_lit.core.schedules import WarmupCosineSchedule
 from vtok_lit.core.text_to_video import TextToVideoModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, HFTokenizer, OpenCLIPTokenizer, TextTokenizer
@@ -21,6 +22,7 @@ from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 
 __all__ = [
     "ByteTokenizer",
+    "ChangeMapObjective",
     "HFCausalLM",
     "HFTokenizer",
     "LMOutput",

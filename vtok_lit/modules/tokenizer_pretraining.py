@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from vtok_lit.core.residual_objectives import ChangeMapObjective
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
@@ -34,6 +35,7 @@ class TokenizerPretraining(VTokModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        residual_objective: ChangeMapObjective | None = None,
     ) -> None:
         """
         Args:
@@ -43,11 +45,16 @@ class TokenizerPretraining(VTokModule):
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+            residual_objective: An optional auxiliary objective the residual tokens must meet on
+                their own (added to the loss with its ``weight``, its error logged as
+                ``change_map_error``); the tokenizer must make residual tokens. None: the
+                reconstruction loss alone.
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
         self.tokenizer = tokenizer
         self.decoder = decoder
+        self.residual_objective = residual_objective
 
     def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, MetricCollection | ResidualUse]:
         reconstruction = MetricCollection(
@@ -70,6 +77,15 @@ class TokenizerPretraining(VTokModule):
                 "image_size", image_size, "decoder.init_args.image_size", self.decoder.image_size
             )
         self.check_frames_fit(self.tokenizer)
+        if self.residual_objective is not None and not self.makes_residual_tokens():
+            raise ValueError(
+                f"model.init_args.residual_objective ({type(self.residual_objective).__name__}) needs "
+                f"residual tokens, and {type(self.tokenizer).__name__} makes none: set it to null"
+            )
+
+    def makes_residual_tokens(self) -> bool:
+        kinds = self.tokenizer.token_layout(self.tokenizer.max_frames)[0]
+        return bool((kinds == TokenKind.RESIDUAL).any())
 
     def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
         """Tokenize and decode a clip ``(B, T, 3, H, W)`` in [0, 1]; returns the same shape."""
@@ -80,7 +96,12 @@ class TokenizerPretraining(VTokModule):
             return None
         self.log_skipped_videos(batch)
         video = batch["video"]
-        loss = self.decoder.loss(self.tokenizer(video), video)
+        tokens = self.tokenizer(video)
+        loss = self.decoder.loss(tokens, video)
+        if self.residual_objective is not None:
+            change_map_error = self.residual_objective(tokens, video)
+            self.log("train/change_map_error", change_map_error, batch_size=video.shape[0])
+            loss = loss + self.residual_objective.weight * change_map_error
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
@@ -92,6 +113,9 @@ class TokenizerPretraining(VTokModule):
         batch_size, num_frames = video.shape[:2]
         tokens = self.tokenizer(video)
         self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size, sync_dist=True)
+        if self.residual_objective is not None:
+            change_map_error = self.residual_objective(tokens, video)
+            self.log(f"{stage}/change_map_error", change_map_error, batch_size=batch_size, sync_dist=True)
         reconstruction = self.decoder.decode(tokens, num_frames, self._noise(batch_idx)).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
         repeat_key = video[:, key : key + 1].expand_as(video)
