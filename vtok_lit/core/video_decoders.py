@@ -361,7 +361,8 @@ class RegressionVideoDecoder(VideoDecoder):
         Args:
             l1_weight: Weight of an L1 term added to the MSE loss.
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
-                width, depth, num_heads, frames_per_clip, locality).
+                width, depth, num_heads, frames_per_clip, locality, frame_conditioning,
+                motion_field, changed_pixel_weight, patch_code_dim).
         """
         super().__init__(**kwargs)
         self.l1_weight = l1_weight
@@ -413,7 +414,8 @@ class FlowMatchingVideoDecoder(VideoDecoder):
                 the unconditional velocity classifier-free guidance needs.
             guidance_scale: Classifier-free guidance scale at sampling; 1.0 means no guidance.
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
-                width, depth, num_heads, frames_per_clip, locality).
+                width, depth, num_heads, frames_per_clip, locality, frame_conditioning,
+                motion_field, changed_pixel_weight, patch_code_dim).
         """
         super().__init__(**kwargs)
         self.num_sampling_steps = num_sampling_steps
