@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vtok_lit.core.frame_encoders import ConvFrameEncoder, ViTFrameEncoder
-from vtok_lit.core.tokenizers import VTokTokenizer, position_bases
+from vtok_lit.core.tokenizers import VTokTokenizer, feature_contrast, position_bases
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import (
     FlowMatchingVideoDecoder,
@@ -12,6 +12,7 @@ from vtok_lit.core.video_decoders import (
     changed_pixels,
     residual_of_frames,
 )
+from vtok_lit.data.motionshapes.vocabulary import COLORS
 
 SIZE = 32
 
@@ -76,6 +77,70 @@ def test_a_vit_encoder_with_absolute_positions_sees_a_translation_under_mean_poo
     assert still.norm() == 0
     assert left.norm() > 0.01 and right.norm() > 0.01
     assert torch.nn.functional.cosine_similarity(left, right, dim=0) < 0.5
+
+
+def coloured_square_clip(shift_x: int, colour: tuple[float, float, float]) -> torch.Tensor:
+    """:func:`square_clip` with a square of another colour."""
+    video = square_clip(shift_x)
+    video[0, :, :, 12:20] = torch.where(
+        video[0, :, :, 12:20] == 0.5, 0.5, torch.tensor(colour)[:, None, None].expand(-1, 8, SIZE)
+    )
+    return video
+
+
+def x_moments(tokenizer: VTokTokenizer, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The x moments of a 2-frame clip's residual and of its contrast residual, per channel."""
+    features = tokenizer.encode_frames(video)
+    residual = tokenizer.pool_positions(features[:, 1:] - features[:, :1])[0, 0]
+    contrast = feature_contrast(features)
+    contrast_residual = tokenizer.pool_positions(contrast[:, 1:] - contrast[:, :1])[0, 0]
+    channels = tokenizer.frame_encoder.out_channels
+    return residual[channels : 2 * channels], contrast_residual[channels : 2 * channels]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_contrast_moments_tell_right_from_left_whatever_the_colour_at_initialisation(seed):
+    """A plain residual's x moment is the move times the object's feature difference from the grey
+    background, whose sign follows the colour; the contrast residual's has the move's sign in (nearly)
+    every channel, for every palette colour, coordinate channels included."""
+    torch.manual_seed(seed)
+    tokenizer = VTokTokenizer(
+        ConvFrameEncoder(channels=16, patch_size=4), token_dim=16, grid_size=2, residual_pooling="moments"
+    )
+    plain_signs = []
+    for colour in COLORS.values():
+        for shift in (-8, 8):
+            plain, contrast = x_moments(tokenizer, coloured_square_clip(shift, colour))
+            assert (contrast.sign() == (1 if shift > 0 else -1)).float().mean() >= 0.85, (colour, shift)
+            plain_signs.append(plain.sign() * (1 if shift > 0 else -1))
+    # The plain residual's channels do not agree across colours on which sign "right" has.
+    agreement = torch.stack(plain_signs).mean(0).abs()
+    assert agreement.mean() < 0.8
+
+
+def test_feature_contrast_is_zero_on_flat_and_ramp_maps_and_marks_a_spot():
+    ramp = torch.linspace(-1, 1, 6).expand(6, 6)
+    maps = torch.stack([torch.full((6, 6), 0.3), ramp, torch.zeros(6, 6)])[None]  # (1, 3, 6, 6)
+    maps[0, 2, 3, 3] = 1.0
+    contrast = feature_contrast(maps[None])  # (1, 1, 3, 6, 6): any leading dims
+    assert contrast.shape == (1, 1, 3, 6, 6)
+    assert contrast[0, 0, 0].abs().max() < 1e-6
+    assert contrast[0, 0, 1, :, 1:-1].abs().max() < 1e-6  # the interior of a ramp (coordinate channels)
+    assert contrast[0, 0, 2].argmax() == 3 * 6 + 3 and (contrast >= 0).all()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention", "moments"])
+def test_residual_contrast_widens_g_phi_and_changes_only_residual_tokens(pooling):
+    plain, with_contrast = (
+        conv_vtok(residual_pooling=pooling, residual_contrast=contrast) for contrast in (False, True)
+    )
+    assert with_contrast.residual_mlp[0].in_features == 2 * plain.residual_mlp[0].in_features
+    tokens = with_contrast(square_clip(8, num_frames=3))
+    assert tokens.tokens.shape == plain(square_clip(8, num_frames=3)).tokens.shape
+    still = with_contrast(square_clip(0, num_frames=3))
+    residual = tokens.kinds == TokenKind.RESIDUAL
+    assert (tokens.tokens[0, residual] - still.tokens[0, residual]).norm() > 0
+    torch.testing.assert_close(tokens.tokens[0, ~residual], still.tokens[0, ~residual])
 
 
 def test_position_bases_are_constant_then_coordinates_then_fourier():

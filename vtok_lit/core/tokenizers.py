@@ -45,6 +45,18 @@ def _check_choice(name: str, value: str, choices: object) -> None:
         raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
 
 
+def feature_contrast(features: torch.Tensor) -> torch.Tensor:
+    """How strongly each position of ``(..., C, h, w)`` feature maps stands out from its 3x3
+    neighbourhood (edges replicated), per channel and whatever the sign: ``|F - local mean F|``.
+
+    A local rather than a global mean: coordinate channels add a smooth ramp to every map, which a
+    3x3 mean removes and a global mean leaves in, where it flips the sign of a small object's term.
+    """
+    maps = features.flatten(0, -4)
+    local_mean = F.avg_pool2d(F.pad(maps, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (maps - local_mean).abs().reshape(features.shape)
+
+
 def position_bases(height: int, width: int, fourier_frequencies: int = 0) -> torch.Tensor:
     """``(K, h, w)`` weights over the positions of an ``h x w`` map: ``1, x, y`` then, for each frequency
     ``f = 1 .. fourier_frequencies``, ``cos(pi f x), sin(pi f x), cos(pi f y), sin(pi f y)``; x and y
@@ -257,6 +269,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         residual_features: ResidualFeatures = "residual",
         residual_hidden_dim: int = 256,
         fourier_frequencies: int = 0,
+        residual_contrast: bool = False,
         **kwargs,
     ) -> None:
         """
@@ -276,6 +289,13 @@ class VTokTokenizer(KeyFrameTokenizer):
             residual_hidden_dim: Hidden width of the MLP ``g_phi``.
             fourier_frequencies: With "moments" pooling, also weight the residual by
                 ``cos/sin(pi f x)`` and ``cos/sin(pi f y)`` for ``f = 1 .. fourier_frequencies``.
+            residual_contrast: Also pool the residual of each channel's local contrast
+                (:func:`feature_contrast`), ``C(x_t) - C(x_key)``: positive where something appeared
+                since the key frame and negative where it left, whatever its colour, so with
+                "moments" pooling the token says which way it moved. A plain residual's moment is
+                the displacement times the object's feature difference from the background, whose
+                sign changes with the colour: a linear reader cannot tell left from right until the
+                encoder has learned colour-blind channels. Doubles ``g_phi``'s input.
             **kwargs: The :class:`KeyFrameTokenizer` option (key_frame) and the
                 :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames).
         """
@@ -297,7 +317,8 @@ class VTokTokenizer(KeyFrameTokenizer):
             )
         self.residual_pooling = residual_pooling
         self.fourier_frequencies = fourier_frequencies
-        channels = frame_encoder.out_channels
+        self.residual_contrast = residual_contrast
+        channels = frame_encoder.out_channels * (2 if residual_contrast else 1)
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
         num_bases = 3 + 4 * fourier_frequencies if residual_pooling == "moments" else 1
         self.residual_mlp = MLP(channels * num_bases, residual_hidden_dim, self.token_dim)  # g_phi
@@ -351,6 +372,8 @@ class VTokTokenizer(KeyFrameTokenizer):
         )
         pooled_frames = group_starts if self.group_reduction == "subsample" else others
 
+        if self.residual_contrast:
+            features = torch.cat([features, feature_contrast(features)], dim=2)
         selected = features[:, pooled_frames]
         if self.residual_features == "residual":
             selected = selected - features[:, key : key + 1]
