@@ -5,7 +5,11 @@ from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder, ViTFram
 from vtok_lit.core.hf_language_model import HFCausalLM
 from vtok_lit.core.language_models import LanguageModel, LMOutput, TransformerBlock, TransformerLM
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
-from vtok_lit.core.residual_objectives import ChangeMapObjective
+from vtok_lit.core.residual_objectives import (
+    ChangeMapObjective,
+    ForegroundMotionObjective,
+    ResidualObjective,
+)
 from vtok_lit.core.schedules import WarmupCosineSchedule
 from vtok_lit.core.text_to_video import TextToVideoModel
 from vtok_lit.core.text_tokenizers import ByteTokenizer, HFTokenizer, OpenCLIPTokenizer, TextTokenizer
@@ -36,11 +40,13 @@ __all__ = [
     "ConvFrameEncoder",
     "FlowMatchingVideoDecoder",
     "FrameEncoder",
+    "ForegroundMotionObjective",
     "FrameFeatureCache",
     "FrameSamplingTokenizer",
     "KeyFrameTokenizer",
     "OpenCLIPFrameEncoder",
     "RegressionVideoDecoder",
+    "ResidualObjective",
     "TokenKind",
     "VTokTokenizer",
     "ViTFrameEncoder",

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from vtok_lit.core.residual_objectives import ChangeMapObjective
+from vtok_lit.core.residual_objectives import ResidualObjective
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
@@ -35,7 +35,7 @@ class TokenizerPretraining(VTokModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        residual_objective: ChangeMapObjective | None = None,
+        residual_objective: ResidualObjective | None = None,
     ) -> None:
         """
         Args:
@@ -46,9 +46,9 @@ class TokenizerPretraining(VTokModule):
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
             residual_objective: An optional auxiliary objective the residual tokens must meet on
-                their own (added to the loss with its ``weight``, its error logged as
-                ``change_map_error``); the tokenizer must make residual tokens. None: the
-                reconstruction loss alone.
+                their own (:class:`ForegroundMotionObjective`, :class:`ChangeMapObjective`), added to
+                the loss with its ``weight``, its error logged under its ``metric_name``; the
+                tokenizer must make residual tokens. None: the reconstruction loss alone.
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
@@ -99,9 +99,10 @@ class TokenizerPretraining(VTokModule):
         tokens = self.tokenizer(video)
         loss = self.decoder.loss(tokens, video)
         if self.residual_objective is not None:
-            change_map_error = self.residual_objective(tokens, video)
-            self.log("train/change_map_error", change_map_error, batch_size=video.shape[0])
-            loss = loss + self.residual_objective.weight * change_map_error
+            objective = self.residual_objective
+            error = objective(tokens, video)
+            self.log(f"train/{objective.metric_name}", error, batch_size=video.shape[0])
+            loss = loss + objective.weight * error
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
@@ -114,8 +115,10 @@ class TokenizerPretraining(VTokModule):
         tokens = self.tokenizer(video)
         self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size, sync_dist=True)
         if self.residual_objective is not None:
-            change_map_error = self.residual_objective(tokens, video)
-            self.log(f"{stage}/change_map_error", change_map_error, batch_size=batch_size, sync_dist=True)
+            error = self.residual_objective(tokens, video)
+            self.log(
+                f"{stage}/{self.residual_objective.metric_name}", error, batch_size=batch_size, sync_dist=True
+            )
         reconstruction = self.decoder.decode(tokens, num_frames, self._noise(batch_idx)).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
         repeat_key = video[:, key : key + 1].expand_as(video)
