@@ -102,6 +102,9 @@ def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> N
         torch.testing.assert_close(value, trained[name], msg=f"{name} differs after load_from_checkpoint")
     assert "val/psnr" in cli.trainer.logged_metrics
     assert "val/psnr_repeat_key" in cli.trainer.logged_metrics
+    # Where the error lives: on the pixels that changed since the key frame and on the rest.
+    assert cli.trainer.logged_metrics["val/mse_changed_pixels"] > 0
+    assert cli.trainer.logged_metrics["val/mse_static_pixels"] > 0
     # TensorBoard's HPARAMS tab: the hyperparameters, with the final validation figures beside them.
     events = EventAccumulator(str(log_dir))
     events.Reload()

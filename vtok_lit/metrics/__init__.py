@@ -1,8 +1,10 @@
-"""torchmetrics Metrics and scoring for any benchmark: answers, categories, clip judges, temporal quality."""
+"""torchmetrics Metrics and scoring for any benchmark: answers, categories, clip judges, temporal quality,
+error over a pixel mask."""
 
 from vtok_lit.metrics.answer_scoring import AnswerAccuracy, is_correct, normalize_answer
 from vtok_lit.metrics.category_accuracy import CategoryAccuracy
 from vtok_lit.metrics.clip_judge import ClipJudge, judge_clips
+from vtok_lit.metrics.masked_error import MaskedMeanSquaredError
 from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.metrics.temporal_quality import TemporalQuality
 
@@ -10,6 +12,7 @@ __all__ = [
     "AnswerAccuracy",
     "CategoryAccuracy",
     "ClipJudge",
+    "MaskedMeanSquaredError",
     "ResidualUse",
     "TemporalQuality",
     "is_correct",

@@ -7,13 +7,14 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from vtok_lit.core.residual_objectives import ResidualObjective
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
+from vtok_lit.metrics.masked_error import MaskedMeanSquaredError
 from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.modules.base import VTokModule
 
@@ -56,7 +57,7 @@ class TokenizerPretraining(VTokModule):
         self.decoder = decoder
         self.residual_objective = residual_objective
 
-    def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, MetricCollection | ResidualUse]:
+    def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, MetricCollection | Metric]:
         reconstruction = MetricCollection(
             {
                 "psnr": PeakSignalNoiseRatio(data_range=1.0),
@@ -67,6 +68,8 @@ class TokenizerPretraining(VTokModule):
             "reconstruction": reconstruction.clone(prefix=f"{stage}/"),
             "repeat_key": reconstruction.clone(prefix=f"{stage}/", postfix="_repeat_key"),
             "residual_use": ResidualUse(),
+            "mse_changed_pixels": MaskedMeanSquaredError(),
+            "mse_static_pixels": MaskedMeanSquaredError(),
         }
 
     def setup(self, stage: str) -> None:
@@ -129,12 +132,18 @@ class TokenizerPretraining(VTokModule):
             metrics["repeat_key"].update(repeat_key.flatten(0, 1).float(), frames)
         self.log_dict(metrics["reconstruction"], batch_size=batch_size)
         self.log_dict(metrics["repeat_key"], batch_size=batch_size)
+        with self.full_precision():
+            changed = changed_pixels(video.float(), key)
+            later = torch.ones_like(changed)
+            later[:, key] = False
+            for name, mask in (("mse_changed_pixels", changed), ("mse_static_pixels", later & ~changed)):
+                metrics[name].update(reconstruction.float(), video.float(), mask)
+                self.log(f"{stage}/{name}", metrics[name], batch_size=batch_size)
         if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
             swapped = tokens.with_residuals_from_other_clips()
             other = self.decoder.decode(swapped, num_frames, self._noise(batch_idx)).clamp(0, 1)
             residual_use = metrics["residual_use"]
             with self.full_precision():
-                changed = changed_pixels(video.float(), key)
                 residual_use.update(reconstruction.float(), other.float(), video.float(), changed)
             self.log(f"{stage}/residual_use", residual_use, batch_size=batch_size)
 
