@@ -1,0 +1,74 @@
+"""The changed-pixel weight schedule: the decoder's weight follows the global step, in a real fit too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vtok_lit.callbacks import ChangedPixelWeightDecay
+from vtok_lit.cli import main
+
+CONF = Path(__file__).parent / "conf"
+
+
+def started(schedule: ChangedPixelWeightDecay, weight: float) -> SimpleNamespace:
+    module = SimpleNamespace(decoder=SimpleNamespace(changed_pixel_weight=weight))
+    schedule.on_fit_start(SimpleNamespace(), module)
+    return module
+
+
+def test_weight_holds_then_falls_linearly_to_the_final_weight() -> None:
+    schedule = ChangedPixelWeightDecay(start_step=100, end_step=300, final_weight=1.0)
+    started(schedule, 5.0)
+    weights = [schedule.weight_at(step) for step in (0, 100, 150, 200, 300, 1000)]
+    assert weights == pytest.approx([5.0, 5.0, 4.0, 3.0, 1.0, 1.0])
+
+
+def test_a_resumed_run_keeps_the_configured_start_weight() -> None:
+    # The decoder's weight is already lowered when fitting starts again in the same process: the
+    # schedule still starts from the weight it read first.
+    schedule = ChangedPixelWeightDecay(start_step=0, end_step=10)
+    module = started(schedule, 4.0)
+    module.decoder.changed_pixel_weight = schedule.weight_at(5)
+    schedule.on_fit_start(SimpleNamespace(), module)
+    assert schedule.weight_at(5) == pytest.approx(2.0)
+
+
+def test_a_fit_ends_with_the_final_weight_and_logs_it(tmp_path: Path) -> None:
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(CONF / "pretraining_tiny.yaml"),
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.init_args.data_dir={tmp_path / 'corpus'}",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.decoder.init_args.changed_pixel_weight=4.0",
+            "--trainer.callbacks+=vtok_lit.callbacks.ChangedPixelWeightDecay",
+            "--trainer.callbacks.start_step=1",
+            "--trainer.callbacks.end_step=3",
+        ]
+    )
+    assert cli.model.decoder.changed_pixel_weight == 0.0
+    assert float(cli.trainer.callback_metrics["train/changed_pixel_weight"]) == 0.0
+
+
+def test_a_module_without_a_decoder_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="ChangedPixelWeightDecay.*trainer.callbacks.*VideoLLM"):
+        ChangedPixelWeightDecay(0, 10).on_fit_start(SimpleNamespace(), type("VideoLLM", (), {})())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((10, 5), "start_step and end_step"),
+        ((-1, 5), "start_step and end_step"),
+        ((0, 5, -1.0), "final_weight"),
+    ],
+)
+def test_bad_settings_are_named(arguments: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ChangedPixelWeightDecay(*arguments)
