@@ -19,6 +19,8 @@ class ChangedPixelWeightDecay(Callback):
     it keeps the first effect for the start of training and optimises plain MSE at the end.
 
     The weight follows the global step alone, so a resumed run continues the same schedule.
+    ``val/loss`` is taken with the weight of the moment, so it is not comparable across the
+    schedule; PSNR and ``val/mse_changed_pixels`` / ``val/mse_static_pixels`` are.
     """
 
     def __init__(self, start_step: int, end_step: int, final_weight: float = 0.0) -> None:
