@@ -298,3 +298,26 @@ def test_residual_swap_changes_only_residual_tokens():
     torch.testing.assert_close(swapped.tokens[:, ~residual], tokens.tokens[:, ~residual])
     torch.testing.assert_close(swapped.tokens[1, residual], tokens.tokens[0, residual])
     assert isinstance(swapped, VideoTokens)
+
+
+@pytest.mark.parametrize("reaches_encoder", [True, False])
+def test_residual_encoder_gradient_decides_whether_residual_tokens_train_the_encoder(reaches_encoder):
+    torch.manual_seed(0)
+    encoder = ConvFrameEncoder(channels=16, patch_size=4)
+    tokenizer = VTokTokenizer(encoder, token_dim=32, grid_size=2, residual_encoder_gradient=reaches_encoder)
+    tokens = tokenizer(torch.rand(2, 4, 3, 32, 32))
+    residual = tokens.tokens[:, tokens.kinds == TokenKind.RESIDUAL]
+    residual.pow(2).sum().backward()
+    encoder_gradient = sum(p.grad.abs().sum() for p in encoder.parameters() if p.grad is not None)
+    assert (encoder_gradient > 0) == reaches_encoder
+    # g_phi learns either way.
+    assert tokenizer.residual_mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_detaching_the_residual_path_leaves_the_tokens_unchanged():
+    torch.manual_seed(0)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
+    video = torch.rand(2, 4, 3, 32, 32)
+    attached = tokenizer(video).tokens
+    tokenizer.residual_encoder_gradient = False
+    torch.testing.assert_close(tokenizer(video).tokens, attached)

@@ -270,6 +270,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         residual_hidden_dim: int = 256,
         fourier_frequencies: int = 0,
         residual_contrast: bool = False,
+        residual_encoder_gradient: bool = True,
         **kwargs,
     ) -> None:
         """
@@ -296,6 +297,10 @@ class VTokTokenizer(KeyFrameTokenizer):
                 the displacement times the object's feature difference from the background, whose
                 sign changes with the colour: a linear reader cannot tell left from right until the
                 encoder has learned colour-blind channels. Doubles ``g_phi``'s input.
+            residual_encoder_gradient: Whether the residual tokens' gradient reaches the frame
+                encoder. False detaches the features the residuals are taken from, so the encoder
+                learns from the spatial tokens alone (and ``g_phi`` from the residual tokens): the
+                ablation that tells whether serving both costs the spatial tokens.
             **kwargs: The :class:`KeyFrameTokenizer` option (key_frame) and the
                 :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames).
         """
@@ -318,6 +323,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.residual_pooling = residual_pooling
         self.fourier_frequencies = fourier_frequencies
         self.residual_contrast = residual_contrast
+        self.residual_encoder_gradient = residual_encoder_gradient
         channels = frame_encoder.out_channels * (2 if residual_contrast else 1)
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
         num_bases = 3 + 4 * fourier_frequencies if residual_pooling == "moments" else 1
@@ -372,6 +378,8 @@ class VTokTokenizer(KeyFrameTokenizer):
         )
         pooled_frames = group_starts if self.group_reduction == "subsample" else others
 
+        if not self.residual_encoder_gradient:
+            features = features.detach()
         if self.residual_contrast:
             features = torch.cat([features, feature_contrast(features)], dim=2)
         selected = features[:, pooled_frames]
