@@ -6,11 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_cli import cli_args
 
 from vtok_lit.callbacks import ChangedPixelWeightDecay
 from vtok_lit.cli import main
-
-CONF = Path(__file__).parent / "conf"
 
 
 def started(schedule: ChangedPixelWeightDecay, weight: float) -> SimpleNamespace:
@@ -40,11 +39,7 @@ def test_a_fit_ends_with_the_final_weight_and_logs_it(tmp_path: Path) -> None:
     cli = main(
         [
             "fit",
-            "-c",
-            str(CONF / "pretraining_tiny.yaml"),
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--data.init_args.data_dir={tmp_path / 'corpus'}",
+            *cli_args("pretraining_tiny.yaml", tmp_path),
             "--data.init_args.num_workers=0",
             "--model.init_args.decoder.init_args.changed_pixel_weight=4.0",
             "--trainer.callbacks+=vtok_lit.callbacks.ChangedPixelWeightDecay",
