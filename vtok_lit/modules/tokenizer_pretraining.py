@@ -133,18 +133,19 @@ class TokenizerPretraining(VTokModule):
         self.log_dict(metrics["reconstruction"], batch_size=batch_size)
         self.log_dict(metrics["repeat_key"], batch_size=batch_size)
         with self.full_precision():
-            changed = changed_pixels(video.float(), key)
+            target, rendered = video.float(), reconstruction.float()
+            changed = changed_pixels(target, key)
             later = torch.ones_like(changed)
             later[:, key] = False
             for name, mask in (("mse_changed_pixels", changed), ("mse_static_pixels", later & ~changed)):
-                metrics[name].update(reconstruction.float(), video.float(), mask)
+                metrics[name].update(rendered, target, mask)
                 self.log(f"{stage}/{name}", metrics[name], batch_size=batch_size)
         if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
             swapped = tokens.with_residuals_from_other_clips()
             other = self.decoder.decode(swapped, num_frames, self._noise(batch_idx)).clamp(0, 1)
             residual_use = metrics["residual_use"]
             with self.full_precision():
-                residual_use.update(reconstruction.float(), other.float(), video.float(), changed)
+                residual_use.update(rendered, other.float(), target, changed)
             self.log(f"{stage}/residual_use", residual_use, batch_size=batch_size)
 
     def _noise(self, batch_idx: int) -> torch.Generator:
