@@ -75,10 +75,11 @@ def test_padded_tokens_are_ignored_and_all_padding_stays_finite(decoder_class):
     assert torch.isfinite(decoder.decode(tokens, 2, **_seeded(decoder, generator))).all()
 
 
-def test_regression_decoder_overfits_two_clips():
+@pytest.mark.parametrize("key_frame_blend", [False, True])
+def test_regression_decoder_overfits_two_clips(key_frame_blend):
     video = moving_squares()
     tokens = random_tokens()
-    decoder = make(RegressionVideoDecoder)
+    decoder = make(RegressionVideoDecoder, key_frame_blend=key_frame_blend)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
     losses = []
     for _ in range(100):
@@ -207,3 +208,34 @@ def test_locality_bias_favours_near_cells_and_the_query_frame() -> None:
     for frame in (1, 2, 3):
         assert bias[frame, :, residual_columns].argmax(-1).eq(frame - 1).all()
     assert torch.isfinite(bias).all()
+
+
+def vtok_tokens_of(video: torch.Tensor) -> VideoTokens:
+    torch.manual_seed(0)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
+    return tokenizer(video)
+
+
+def test_key_frame_blend_copies_the_key_frame_where_its_mask_is_closed() -> None:
+    video = moving_squares()
+    tokens = vtok_tokens_of(video)
+    decoder = make(RegressionVideoDecoder, key_frame_blend=True)
+    with torch.no_grad():
+        decoder.to_patches.bias[3 * 16 :] = -30.0  # every pixel's mask logit: copy the key frame
+        clip = decoder(tokens, num_frames=4)
+        torch.testing.assert_close(clip, clip[:, :1].expand_as(clip))
+        decoder.to_patches.bias[3 * 16 :] = 30.0  # open: each frame is its own rendering again
+        opened = decoder(tokens, num_frames=4)
+    assert (opened[:, 1:] - opened[:, :1]).abs().amax() > 1e-4
+    torch.testing.assert_close(opened[:, 0], clip[:, 0])  # the key frame is always its own rendering
+
+
+def test_key_frame_blend_gives_the_same_frames_whichever_others_are_decoded() -> None:
+    video = moving_squares()
+    tokens = vtok_tokens_of(video)
+    decoder = make(RegressionVideoDecoder, key_frame_blend=True)
+    with torch.no_grad():
+        decoder.to_patches.weight.normal_(std=0.1)  # a mask that differs by pixel and frame
+        full = decoder(tokens, num_frames=4)
+        part = decoder(tokens, num_frames=4, frames=torch.tensor([1, 3]))  # the key frame not asked for
+    torch.testing.assert_close(part, full[:, [1, 3]])

@@ -215,7 +215,8 @@ class VideoDecoder(nn.Module, ABC):
         drop_condition: torch.Tensor | None = None,
         frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Runs the backbone: ``(B, T', P, width)`` queries -> ``(B, T', 3, H, W)`` unbounded values.
+        """Runs the backbone: ``(B, T', P, width)`` queries -> ``(B, T', C, H, W)`` unbounded values
+        (C = 3 colours, and the blend mask's logit with ``key_frame_blend``).
 
         Args:
             queries: Embedded queries, P patches a frame.
@@ -347,32 +348,57 @@ class VideoDecoder(nn.Module, ABC):
         return patches.permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """``(B, T, P, 3 * p * p) -> (B, T, 3, H, W)``, the inverse of :meth:`patchify`."""
+        """``(B, T, P, C * p * p) -> (B, T, C, H, W)``, the inverse of :meth:`patchify`."""
         n, p = self.patches_per_side, self.patch_size
-        grid = patches.unflatten(-1, (3, p, p)).unflatten(2, (n, n))  # (B, T, n, n, 3, p, p)
+        grid = patches.unflatten(-1, (-1, p, p)).unflatten(2, (n, n))  # (B, T, n, n, C, p, p)
         return grid.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
 
 
 class RegressionVideoDecoder(VideoDecoder):
     """A deterministic decoder trained with a pixel MSE (+ optional L1) loss."""
 
-    def __init__(self, *, l1_weight: float = 0.0, **kwargs) -> None:
+    def __init__(self, *, l1_weight: float = 0.0, key_frame_blend: bool = False, **kwargs) -> None:
         """
         Args:
             l1_weight: Weight of an L1 term added to the MSE loss.
+            key_frame_blend: Render each later frame as a per-pixel blend of its own rendering and
+                the key frame's, by a mask the decoder predicts with it: where the mask is low, frame t
+                copies the key frame's rendering. Every frame's unchanged pixels then train that one
+                rendering, as they do when every frame is rendered from the key frame alone, and frame
+                t's own rendering (and its residual token) is needed only where it differs from the
+                key frame. Training decodes the key frame with the sampled frames.
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
                 width, depth, num_heads, frames_per_clip, locality, frame_conditioning,
                 motion_field, changed_pixel_weight, patch_code_dim).
         """
         super().__init__(**kwargs)
         self.l1_weight = l1_weight
+        self.key_frame_blend = key_frame_blend
+        if key_frame_blend:
+            # One more output a pixel: the logit of its blend mask, near 0 at first (an even blend),
+            # so both renderings learn from the start.
+            self.to_patches = nn.Linear(self.width, 4 * self.patch_size**2)
+            nn.init.normal_(self.to_patches.weight, std=1e-3)
+            nn.init.zeros_(self.to_patches.bias)
 
     def forward(
         self, tokens: VideoTokens, num_frames: int, frames: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The unclamped ``(B, T', 3, H, W)`` pixel prediction of ``frames`` (default: all T)."""
-        positions = self.query_positions(num_frames, frames)
-        return self.predict(positions.expand(len(tokens.tokens), -1, -1, -1), tokens, frames=frames)
+        batch = len(tokens.tokens)
+        if not self.key_frame_blend:
+            positions = self.query_positions(num_frames, frames)
+            return self.predict(positions.expand(batch, -1, -1, -1), tokens, frames=frames)
+        if frames is None:
+            frames = torch.arange(num_frames, device=tokens.tokens.device)
+        key = torch.tensor([key_frame_of(tokens)], device=frames.device)
+        decoded = torch.cat([frames, key]).unique(sorted=True)  # the key frame at most once
+        positions = self.query_positions(num_frames, decoded)
+        output = self.predict(positions.expand(batch, -1, -1, -1), tokens, frames=decoded)
+        colour, mask = output[:, :, :3], torch.sigmoid(output[:, :, 3:])
+        key_rendering = colour[:, decoded == key]  # (B, 1, 3, H, W)
+        blended = mask * colour + (1 - mask) * key_rendering  # the key frame's own rendering is itself
+        return blended[:, torch.searchsorted(decoded, frames)]
 
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
         self.check_frames(video)
