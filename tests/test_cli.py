@@ -105,6 +105,7 @@ def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> N
     # Where the error lives: on the pixels that changed since the key frame and on the rest.
     assert cli.trainer.logged_metrics["val/mse_changed_pixels"] > 0
     assert cli.trainer.logged_metrics["val/mse_static_pixels"] > 0
+    assert cli.trainer.logged_metrics["val/mse_key_frame"] > 0
     # TensorBoard's HPARAMS tab: the hyperparameters, with the final validation figures beside them.
     events = EventAccumulator(str(log_dir))
     events.Reload()

@@ -26,7 +26,9 @@ class TokenizerPretraining(VTokModule):
     that repeats the key frame: the gap is what the residual tokens carry about motion. For a
     tokenizer with residual tokens it also reports ``residual_use``: the error on the pixels that
     changed since the key frame when every clip is decoded with another clip's residual tokens, over
-    the error with its own (1.0: the decoder ignores them).
+    the error with its own (1.0: the decoder ignores them). ``mse_changed_pixels``,
+    ``mse_static_pixels`` and ``mse_key_frame`` tell where the error lives: on the pixels of later
+    frames that changed since the key frame, on the rest of them, and on the key frame itself.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class TokenizerPretraining(VTokModule):
             "residual_use": ResidualUse(),
             "mse_changed_pixels": MaskedMeanSquaredError(),
             "mse_static_pixels": MaskedMeanSquaredError(),
+            "mse_key_frame": MaskedMeanSquaredError(),
         }
 
     def setup(self, stage: str) -> None:
@@ -137,7 +140,12 @@ class TokenizerPretraining(VTokModule):
             changed = changed_pixels(target, key)
             later = torch.ones_like(changed)
             later[:, key] = False
-            for name, mask in (("mse_changed_pixels", changed), ("mse_static_pixels", later & ~changed)):
+            masks = {
+                "mse_changed_pixels": changed,
+                "mse_static_pixels": later & ~changed,
+                "mse_key_frame": ~later,
+            }
+            for name, mask in masks.items():
                 metrics[name].update(rendered, target, mask)
                 self.log(f"{stage}/{name}", metrics[name], batch_size=batch_size)
         if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
