@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from test_cli import cli_args
 
 from vtok_lit.callbacks import ChangedPixelWeightDecay
@@ -67,3 +68,15 @@ def test_a_module_without_a_decoder_is_refused_by_name() -> None:
 def test_bad_settings_are_named(arguments: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ChangedPixelWeightDecay(*arguments)
+
+
+def test_the_constant_weight_ablation_keeps_every_other_quickstart_callback() -> None:
+    experiments = Path(__file__).resolve().parent.parent / "experiments"
+    base = yaml.safe_load((experiments / "quickstart.yaml").read_text(encoding="utf-8"))
+    overlay = yaml.safe_load(
+        (experiments / "tokenizer" / "constant_changed_pixel_weight.yaml").read_text(encoding="utf-8")
+    )
+    decay = "vtok_lit.callbacks.ChangedPixelWeightDecay"
+    base_callbacks = base["trainer"]["callbacks"]
+    assert decay in [callback["class_path"] for callback in base_callbacks]
+    assert overlay["trainer"]["callbacks"] == [c for c in base_callbacks if c["class_path"] != decay]
