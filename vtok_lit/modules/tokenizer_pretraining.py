@@ -127,16 +127,12 @@ class TokenizerPretraining(VTokModule):
             )
         reconstruction = self.decoder.decode(tokens, num_frames, self._noise(batch_idx)).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
-        repeat_key = video[:, key : key + 1].expand_as(video)
-        frames = video.flatten(0, 1)
-        with self.full_precision():
-            frames = frames.float()
-            metrics["reconstruction"].update(reconstruction.flatten(0, 1).float(), frames)
-            metrics["repeat_key"].update(repeat_key.flatten(0, 1).float(), frames)
-        self.log_dict(metrics["reconstruction"], batch_size=batch_size)
-        self.log_dict(metrics["repeat_key"], batch_size=batch_size)
         with self.full_precision():
             target, rendered = video.float(), reconstruction.float()
+            repeat_key = target[:, key : key + 1].expand_as(target)
+            frames = target.flatten(0, 1)
+            metrics["reconstruction"].update(rendered.flatten(0, 1), frames)
+            metrics["repeat_key"].update(repeat_key.flatten(0, 1), frames)
             changed = changed_pixels(target, key)
             later = torch.ones_like(changed)
             later[:, key] = False
@@ -148,6 +144,8 @@ class TokenizerPretraining(VTokModule):
             for name, mask in masks.items():
                 metrics[name].update(rendered, target, mask)
                 self.log(f"{stage}/{name}", metrics[name], batch_size=batch_size)
+        self.log_dict(metrics["reconstruction"], batch_size=batch_size)
+        self.log_dict(metrics["repeat_key"], batch_size=batch_size)
         if batch_size > 1 and (tokens.kinds == TokenKind.RESIDUAL).any():
             swapped = tokens.with_residuals_from_other_clips()
             other = self.decoder.decode(swapped, num_frames, self._noise(batch_idx)).clamp(0, 1)
