@@ -160,11 +160,16 @@ class VideoDecoder(nn.Module, ABC):
         )
         self.register_buffer("patch_xy", cell_centres(self.patches_per_side), persistent=False)
         self.out_norm = nn.LayerNorm(width)
-        self.to_patches = nn.Linear(width, 3 * patch_size**2)
+        self.to_patches = self.patch_head(channels=3)
+
+    def patch_head(self, channels: int) -> nn.Linear:
+        """The layer that turns each query into ``channels`` values for every pixel of its patch."""
+        head = nn.Linear(self.width, channels * self.patch_size**2)
         # Near-zero outputs at first: from the default init's random pixels, training settles on the
         # mean frame of the data and stays there for hundreds of steps.
-        nn.init.normal_(self.to_patches.weight, std=1e-3)
-        nn.init.zeros_(self.to_patches.bias)
+        nn.init.normal_(head.weight, std=1e-3)
+        nn.init.zeros_(head.bias)
+        return head
 
     @abstractmethod
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
@@ -377,9 +382,7 @@ class RegressionVideoDecoder(VideoDecoder):
         if key_frame_blend:
             # One more output a pixel: the logit of its blend mask, near 0 at first (an even blend),
             # so both renderings learn from the start.
-            self.to_patches = nn.Linear(self.width, 4 * self.patch_size**2)
-            nn.init.normal_(self.to_patches.weight, std=1e-3)
-            nn.init.zeros_(self.to_patches.bias)
+            self.to_patches = self.patch_head(channels=4)
 
     def forward(
         self, tokens: VideoTokens, num_frames: int, frames: torch.Tensor | None = None
