@@ -11,8 +11,8 @@ class MaskedMeanSquaredError(Metric):
     selected pixel weighs alike (a batch mean would weigh a clip with few selected pixels as much as one
     with many).
 
-    Tokenizer pretraining logs two: on the pixels that changed since the key frame and on the pixels of
-    later frames that did not. PSNR mixes them by their share of the frame (a few percent change in
+    Tokenizer pretraining logs three: on the pixels that changed since the key frame, on the pixels of
+    later frames that did not, and on the key frame. PSNR mixes them by their share of the frame (a few percent change in
     MotionShapes), so a decoder can gain on moving things and lose it all on the static background.
     """
 
