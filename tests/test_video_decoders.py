@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from vtok_lit.core import video_decoders
 from vtok_lit.core.frame_encoders import ConvFrameEncoder
 from vtok_lit.core.tokenizers import VTokTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
-from vtok_lit.core.video_decoders import FlowMatchingVideoDecoder, RegressionVideoDecoder
+from vtok_lit.core.video_decoders import LOCALITY_BIAS_FLOOR, FlowMatchingVideoDecoder, RegressionVideoDecoder
 
 TINY = {"token_dim": 16, "image_size": 16, "patch_size": 4, "max_frames": 8, "width": 32, "depth": 1}
 DECODERS = [RegressionVideoDecoder, FlowMatchingVideoDecoder]
@@ -208,6 +209,22 @@ def test_locality_bias_favours_near_cells_and_the_query_frame() -> None:
     for frame in (1, 2, 3):
         assert bias[frame, :, residual_columns].argmax(-1).eq(frame - 1).all()
     assert torch.isfinite(bias).all()
+
+
+def test_locality_bias_stops_at_its_floor_without_changing_the_frames(monkeypatch) -> None:
+    tokens = vtok_tokens_of(moving_squares())
+    decoder = make(RegressionVideoDecoder, locality=40.0)  # far cells 40 x d**2 below the near ones
+    with torch.no_grad():
+        decoder.to_patches.weight.normal_(std=0.1)
+        floored = decoder.locality_bias(tokens, torch.arange(4))
+        clip = decoder(tokens, num_frames=4)
+        monkeypatch.setattr(video_decoders, "LOCALITY_BIAS_FLOOR", -float("inf"))
+        unfloored = decoder.locality_bias(tokens, torch.arange(4))
+        reference = decoder(tokens, num_frames=4)
+    assert unfloored.min() < 2 * LOCALITY_BIAS_FLOOR and floored.min() == LOCALITY_BIAS_FLOOR
+    near = unfloored >= LOCALITY_BIAS_FLOOR
+    assert torch.equal(floored[near], unfloored[near])
+    torch.testing.assert_close(clip, reference, atol=1e-6, rtol=0)
 
 
 def vtok_tokens_of(video: torch.Tensor) -> VideoTokens:

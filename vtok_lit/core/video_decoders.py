@@ -27,12 +27,17 @@ from vtok_lit.core.tokens import TokenKind, VideoTokens, cell_centres
 # [0, 1]): above the corpus's background noise (std 0.03 a frame) and codec error, below the
 # smallest change of a fading object.
 CHANGE_THRESHOLD = 0.15
+# The locality bias never goes below this. A token that far away gets a softmax weight under e^-50
+# (zero for any purpose), and without the floor far tokens get weights around e^-87 .. e^-103, which
+# float32 holds as denormals: CPU matrix products over them run up to 10x slower.
+LOCALITY_BIAS_FLOOR = -50.0
 
 
-def changed_pixels(video: torch.Tensor, key_frame: int) -> torch.Tensor:
-    """``(B, T, 1, H, W)`` bool: where a pixel of ``(B, T, 3, H, W)`` clips in [0, 1] differs from
-    the key frame's."""
-    difference = (video - video[:, key_frame : key_frame + 1]).abs().amax(dim=2, keepdim=True)
+def changed_pixels(video: torch.Tensor, key_frame: int, frames: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, T', 1, H, W)`` bool: where a pixel of ``frames`` (default: all T) of ``(B, T, 3, H, W)``
+    clips in [0, 1] differs from the key frame's."""
+    selected = video if frames is None else video[:, frames]
+    difference = (selected - video[:, key_frame : key_frame + 1]).abs().amax(dim=2, keepdim=True)
     return difference > CHANGE_THRESHOLD
 
 
@@ -202,9 +207,7 @@ class VideoDecoder(nn.Module, ABC):
         squared_error = (prediction - target).pow(2)
         if not self.changed_pixel_weight:
             return squared_error.mean()
-        changed = changed_pixels(video, key_frame_of(tokens))
-        if frames is not None:
-            changed = changed[:, frames]
+        changed = changed_pixels(video, key_frame_of(tokens), frames)
         return (squared_error * (1 + self.changed_pixel_weight * changed)).mean()
 
     def loss_frames(self, num_frames: int, device: torch.device) -> torch.Tensor | None:
@@ -314,7 +317,8 @@ class VideoDecoder(nn.Module, ABC):
         the patches near where its content has moved to by the query's frame); a token of one frame
         (residual or naive frame tokens) by the queries of nearby frames. Key-frame spatial tokens
         describe the whole clip, so time does not weigh on them. The motion field needs the
-        projected tokens and the frames' residual tokens (from :meth:`predict`).
+        projected tokens and the frames' residual tokens (from :meth:`predict`). The bias stops at
+        ``LOCALITY_BIAS_FLOOR``.
         """
         if self.log_locality is None:
             return None
@@ -333,7 +337,7 @@ class VideoDecoder(nn.Module, ABC):
         frame_gap = (frames[:, None] - tokens.frame_index[None]).float()  # (T', L)
         distance = (distance + (frame_gap.pow(2) * per_frame)[None, :, None]).flatten(1, 2)  # (B or 1, Q, L)
         strength = self.log_locality.exp()  # (depth, heads)
-        bias = -strength[None, :, :, None, None] * distance[:, None, None]
+        bias = (-strength[None, :, :, None, None] * distance[:, None, None]).clamp(min=LOCALITY_BIAS_FLOOR)
         return F.pad(bias, (1, 0))  # the null token: no bias
 
     def check_frames(self, video: torch.Tensor) -> None:
