@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stem_seconds = time_interleaved(
             {
                 "nn.Conv2d": lambda: stem(stem_input).square().mean().backward(),
-                "embed_patches": lambda: embed_patches(stem_input, stem).square().mean().backward(),
+                "embed_patches": lambda: (
+                    embed_patches(stem_input, stem.weight, stem.bias).square().mean().backward()
+                ),
             },
             args.warmup,
             args.repeats,

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from vtok_lit.core.frame_encoders import ConvFrameEncoder, embed_patches
+from vtok_lit.core.frame_encoders import ConvFrameEncoder, coordinate_planes, embed_patches
 from vtok_lit.core.open_clip_encoder import OpenCLIPFrameEncoder
 
 TINY_NAME = "vtok-test-tiny-vit"
@@ -47,12 +47,26 @@ def test_patch_embedding_is_the_strided_convolution_and_its_gradients(size):
     (expected_input_grad, expected_weight_grad) = torch.autograd.grad(
         expected.square().sum(), [frames, stem.weight]
     )
-    embedded = embed_patches(frames, stem)
+    embedded = embed_patches(frames, stem.weight, stem.bias)
     assert embedded.shape == expected.shape  # a remainder is dropped, as the convolution drops it
     torch.testing.assert_close(embedded, expected, atol=1e-5, rtol=1e-5)
     input_grad, weight_grad = torch.autograd.grad(embedded.square().sum(), [frames, stem.weight])
     torch.testing.assert_close(input_grad, expected_input_grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(weight_grad, expected_weight_grad, atol=1e-4, rtol=1e-5)
+
+
+def test_coordinate_channels_are_the_stem_of_frames_with_coordinate_planes_appended():
+    torch.manual_seed(0)
+    encoder = ConvFrameEncoder(channels=16, num_blocks=0)
+    frames = torch.rand(3, 3, 64, 48, requires_grad=True)
+    planes = coordinate_planes(64, 48, like=frames)
+    assert planes[0, 0, 0] == -1 and planes[0, 0, -1] == 1 and planes[1, -1, 0] == 1  # x, then y
+    appended = torch.cat([frames * 2 - 1, planes.expand(3, -1, -1, -1)], dim=1)
+    expected = encoder.stem(appended)
+    torch.testing.assert_close(encoder(frames), expected, atol=1e-5, rtol=1e-5)
+    (grad,) = torch.autograd.grad(encoder(frames).square().sum(), encoder.stem.weight)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), encoder.stem.weight)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-3, rtol=1e-5)
 
 
 def test_coordinate_channels_make_pooled_features_position_aware():

@@ -57,26 +57,39 @@ def _forget_weights_digest(module: FrameEncoder, incompatible_keys: object) -> N
     module._weights_digest = None
 
 
-def embed_patches(frames: torch.Tensor, stem: nn.Conv2d) -> torch.Tensor:
-    """``stem(frames)`` for a convolution whose kernel is its stride, computed as one matrix product
-    over the frames' patches: the same map (a pixel remainder at the right and bottom is dropped
-    likewise). On CPU its forward + backward on 256 64x64 frames took 0.71x the convolution's
+def embed_patches(
+    frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A convolution whose kernel is its stride (a patch-embedding stem), computed as one matrix
+    product over the frames' patches: the same map (a pixel remainder at the right and bottom is
+    dropped likewise). On CPU its forward + backward on 256 64x64 frames took 0.71x the convolution's
     (``benchmarks/training_step.py --threads 1``).
 
     Args:
         frames: ``(N, C_in, H, W)``.
-        stem: A ``Conv2d`` with ``kernel_size == stride``, no padding, dilation or groups.
+        weight: ``(C_out, C_in, p, p)``, the kernel of a ``Conv2d`` of stride p, no padding, dilation
+            or groups (``stem.weight``).
+        bias: Optional ``(C_out,)``.
 
     Returns:
-        ``(N, C_out, H // p, W // p)``, p the patch side.
+        ``(N, C_out, H // p, W // p)``.
     """
-    patch = stem.kernel_size[0]
+    patch = weight.shape[-1]
     n, channels, height, width = frames.shape
     rows, columns = height // patch, width // patch
     frames = frames[:, :, : rows * patch, : columns * patch]
     patches = frames.reshape(n, channels, rows, patch, columns, patch).permute(0, 2, 4, 1, 3, 5)
-    embedded = F.linear(patches.flatten(3), stem.weight.flatten(1), stem.bias)  # (N, rows, columns, C_out)
+    embedded = F.linear(patches.flatten(3), weight.flatten(1), bias)  # (N, rows, columns, C_out)
     return embedded.permute(0, 3, 1, 2)
+
+
+def coordinate_planes(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """``(2, height, width)``: the x and y coordinate of each pixel in [-1, 1], on ``like``'s device
+    and dtype."""
+    ys = torch.linspace(-1, 1, height, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, width, device=like.device, dtype=like.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y])
 
 
 class ConvFrameEncoder(FrameEncoder):
@@ -120,15 +133,16 @@ class ConvFrameEncoder(FrameEncoder):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames * 2 - 1
-        if self.coordinate_channels:
-            n, _, height, width = frames.shape
-            ys = torch.linspace(-1, 1, height, device=frames.device, dtype=frames.dtype)
-            xs = torch.linspace(-1, 1, width, device=frames.device, dtype=frames.dtype)
-            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-            coordinates = torch.stack([grid_x, grid_y]).expand(n, -1, -1, -1)
-            x = torch.cat([x, coordinates], dim=1)
-        x = embed_patches(x, self.stem)
+        if not self.coordinate_channels:
+            x = embed_patches(frames * 2 - 1, self.stem.weight, self.stem.bias)
+        else:
+            # The stem is linear and the coordinate planes are the same in every frame, so their
+            # share of it is one map, added to every frame's: the stem of the frames with the planes
+            # appended, without building a copy of every frame with them.
+            colour_weight, coordinate_weight = self.stem.weight.split([3, 2], dim=1)
+            planes = coordinate_planes(*frames.shape[-2:], like=frames)
+            x = embed_patches(frames * 2 - 1, colour_weight, self.stem.bias)
+            x = x + embed_patches(planes[None], coordinate_weight)
         for block in self.blocks:
             x = x + block(x)
         return x
@@ -199,7 +213,9 @@ class ViTFrameEncoder(FrameEncoder):
                 "of the ViTFrameEncoder"
             )
         tokens = (
-            embed_patches(frames * 2 - 1, self.patch_embedding).flatten(2).transpose(1, 2)
+            embed_patches(frames * 2 - 1, self.patch_embedding.weight, self.patch_embedding.bias)
+            .flatten(2)
+            .transpose(1, 2)
             + self.position_embedding
         )
         tokens = self.norm(self.layers(tokens))  # (N, grid * grid, C)
