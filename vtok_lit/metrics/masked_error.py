@@ -12,8 +12,9 @@ class MaskedMeanSquaredError(Metric):
     with many).
 
     Tokenizer pretraining logs three: on the pixels that changed since the key frame, on the pixels of
-    later frames that did not, and on the key frame. PSNR mixes them by their share of the frame (a few percent change in
-    MotionShapes), so a decoder can gain on moving things and lose it all on the static background.
+    later frames that did not, and on the key frame. PSNR mixes them by their share of the frame (a few
+    percent change in MotionShapes), so a decoder can gain on moving things and lose it all on the
+    static background.
     """
 
     higher_is_better = False

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from vtok_lit.core.residual_objectives import ResidualObjective
 from vtok_lit.core.tokenizers import VideoTokenizer
@@ -16,6 +16,7 @@ from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
 from vtok_lit.metrics.masked_error import MaskedMeanSquaredError
 from vtok_lit.metrics.residual_use import ResidualUse
+from vtok_lit.metrics.structural_similarity import StructuralSimilarity
 from vtok_lit.modules.base import VTokModule
 
 
@@ -63,7 +64,7 @@ class TokenizerPretraining(VTokModule):
         reconstruction = MetricCollection(
             {
                 "psnr": PeakSignalNoiseRatio(data_range=1.0),
-                "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+                "ssim": StructuralSimilarity(data_range=1.0),
             }
         )
         return {
