@@ -256,3 +256,25 @@ def test_key_frame_blend_gives_the_same_frames_whichever_others_are_decoded() ->
         full = decoder(tokens, num_frames=4)
         part = decoder(tokens, num_frames=4, frames=torch.tensor([1, 3]))  # the key frame not asked for
     torch.testing.assert_close(part, full[:, [1, 3]])
+
+
+@pytest.mark.parametrize("decoder_class", DECODERS)
+@pytest.mark.parametrize("training", [False, True])
+def test_loss_and_decode_are_the_loss_and_the_decoded_clip(decoder_class, training) -> None:
+    video = moving_squares()
+    tokens = vtok_tokens_of(video)
+    decoder = make(decoder_class, frames_per_clip=2).train(training)
+    renderings = []
+    decoder.register_forward_hook(lambda *_: renderings.append(1))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        loss, clip = decoder.loss_and_decode(tokens, video, torch.Generator().manual_seed(2))
+        shared = len(renderings)
+        torch.manual_seed(1)
+        expected_loss = decoder.loss(tokens, video)
+        expected_clip = decoder.decode(tokens, 4, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(loss, expected_loss)
+    torch.testing.assert_close(clip, expected_clip)
+    if decoder_class is RegressionVideoDecoder:
+        # In evaluation the loss renders every frame: that rendering is the clip, made once.
+        assert shared == (2 if training else 1)

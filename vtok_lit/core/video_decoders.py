@@ -187,6 +187,13 @@ class VideoDecoder(nn.Module, ABC):
         """Reconstructs ``(B, num_frames, 3, H, W)`` clips in [0, 1]; a sampling decoder draws its
         noise from ``generator`` (on the tokens' device) when one is given."""
 
+    def loss_and_decode(
+        self, tokens: VideoTokens, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss` of ``video`` and its :meth:`decode` (what validation reports); a decoder whose
+        loss renders the whole clip renders it once for both."""
+        return self.loss(tokens, video), self.decode(tokens, video.shape[1], generator)
+
     def query_positions(self, num_frames: int, frames: torch.Tensor | None = None) -> torch.Tensor:
         """``(T', P, width)`` position embeddings of the queries of ``frames`` (default: all T), P a frame."""
         frame_embeddings = self.frame_embedding(num_frames)
@@ -410,7 +417,23 @@ class RegressionVideoDecoder(VideoDecoder):
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
         self.check_frames(video)
         frames = self.loss_frames(video.shape[1], video.device)
+        return self.prediction_loss(self(tokens, video.shape[1], frames), tokens, video, frames)
+
+    def loss_and_decode(
+        self, tokens: VideoTokens, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_frames(video)
+        frames = self.loss_frames(video.shape[1], video.device)
         prediction = self(tokens, video.shape[1], frames)
+        loss = self.prediction_loss(prediction, tokens, video, frames)
+        if frames is not None:  # a training loss on a few frames: render the clip on its own
+            return loss, self.decode(tokens, video.shape[1], generator)
+        return loss, prediction.clamp(0, 1)
+
+    def prediction_loss(
+        self, prediction: torch.Tensor, tokens: VideoTokens, video: torch.Tensor, frames: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The loss of the unclamped prediction of ``frames`` (None: all) of ``video``."""
         target = video if frames is None else video[:, frames]
         loss = self.pixel_mse(prediction, target, tokens, video, frames)
         if self.l1_weight:

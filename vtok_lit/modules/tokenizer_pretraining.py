@@ -120,13 +120,13 @@ class TokenizerPretraining(VTokModule):
         video = batch["video"]
         batch_size, num_frames = video.shape[:2]
         tokens = self.tokenizer(video)
-        self.log(f"{stage}/loss", self.decoder.loss(tokens, video), batch_size=batch_size, sync_dist=True)
+        loss, reconstruction = self.decoder.loss_and_decode(tokens, video, self._noise(batch_idx))
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
         if self.residual_objective is not None:
             error = self.residual_objective(tokens, video)
             self.log(
                 f"{stage}/{self.residual_objective.metric_name}", error, batch_size=batch_size, sync_dist=True
             )
-        reconstruction = self.decoder.decode(tokens, num_frames, self._noise(batch_idx)).clamp(0, 1)
         key = self.tokenizer.key_frame_index(num_frames)
         with self.full_precision():
             target, rendered = video.float(), reconstruction.float()
