@@ -1,4 +1,5 @@
-"""Where the time of a tokenizer-pretraining step goes, and what the patch-embedding stem saves.
+"""Where the time of a tokenizer-pretraining step (and validation batch) goes, and what the kit's
+faster paths save.
 
 The quickstart's budget is set by its 900 training steps, so this times one step of the model a
 pretraining config builds (default ``experiments/quickstart.yaml``, through the CLI's parser), on a
@@ -13,12 +14,26 @@ A second table times the encoder's patch-embedding stem (a convolution whose ker
 run as ``nn.Conv2d``, the baseline, and as the one matrix product the encoders use
 (:func:`vtok_lit.core.frame_encoders.embed_patches`), forward + backward on the batch's frames.
 
-    python benchmarks/training_step.py            # add --quick, --config, --threads 1
+A third times the whole step with the decoder's locality bias stopped at ``LOCALITY_BIAS_FLOOR``
+(the kit) and without a floor, the baseline: far tokens then get softmax weights that float32 holds
+as denormals, which slow CPU matrix products. It shows once the locality strengths have been
+learned, so time a trained model with ``--checkpoint``.
+
+A fourth times one validation batch in evaluation mode: the decoder's loss and decoded clip as two
+calls (the baseline) and as :meth:`~vtok_lit.core.video_decoders.VideoDecoder.loss_and_decode`, and
+SSIM over the batch's frames with torchmetrics' ``StructuralSimilarityIndexMeasure`` (the baseline)
+and the kit's :class:`~vtok_lit.metrics.StructuralSimilarity`.
+
+    python benchmarks/training_step.py            # add --quick, --config, --checkpoint, --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +48,14 @@ from harness import (
     time_interleaved,
     write_report,
 )
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from vtok_lit.cli import main as cli_main
+from vtok_lit.core import video_decoders
 from vtok_lit.core.frame_encoders import ConvFrameEncoder, ViTFrameEncoder, embed_patches
+from vtok_lit.metrics import StructuralSimilarity
 from vtok_lit.modules import TokenizerPretraining
+from vtok_lit.modules.checkpoints import load_part_weights, read_checkpoint
 
 NAME = "training_step"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -51,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=REPOSITORY / "experiments" / "quickstart.yaml",
         help="a tokenizer-pretraining config (model and data sections are read)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="time the config's model with this pretraining checkpoint's (learned) weights",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="clips a step (default: the config's)")
     parser.add_argument("--frames", type=int, default=None, help="frames a clip (default: the config's)")
@@ -67,6 +92,10 @@ def build(args: argparse.Namespace) -> tuple[TokenizerPretraining, torch.Tensor,
     model = cli.model
     if not isinstance(model, TokenizerPretraining):
         raise ValueError(f"{args.config}: model must be a TokenizerPretraining, got {type(model).__name__}")
+    if args.checkpoint is not None:
+        checkpoint = read_checkpoint(args.checkpoint)
+        for part in ("tokenizer", "decoder"):
+            load_part_weights(getattr(model, part), str(args.checkpoint), part, checkpoint)
     data = dict(cli.datamodule.hparams)
     batch_size = args.batch_size or data["batch_size"]
     frames = args.frames or data["num_frames"]
@@ -83,6 +112,58 @@ def stem_of(encoder: torch.nn.Module) -> torch.nn.Conv2d | None:
     if isinstance(encoder, ViTFrameEncoder):
         return encoder.patch_embedding
     return None
+
+
+@contextmanager
+def locality_bias_floor(value: float) -> Iterator[None]:
+    """The decoder's locality bias stops at ``value`` inside the block (``-inf``: no floor)."""
+    saved = video_decoders.LOCALITY_BIAS_FLOOR
+    video_decoders.LOCALITY_BIAS_FLOOR = value
+    try:
+        yield
+    finally:
+        video_decoders.LOCALITY_BIAS_FLOOR = saved
+
+
+def paired_rows(samples: dict[str, list[float]], baselines: dict[str, str]) -> list[dict[str, Any]]:
+    """One row a timed call: its median and its ratio to the median of its baseline call."""
+    return [
+        {"call": name, "seconds": median(times), "ratio": median(times) / median(samples[baselines[name]])}
+        for name, times in samples.items()
+    ]
+
+
+def validation_seconds(
+    model: TokenizerPretraining, video: torch.Tensor, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Times one validation batch's decoder calls and SSIM, each against the path it replaces."""
+    model.eval()
+    num_frames = video.shape[1]
+    frames = video.flatten(0, 1)
+    similarities = {
+        "SSIM: torchmetrics": StructuralSimilarityIndexMeasure(data_range=1.0),
+        "SSIM: StructuralSimilarity": StructuralSimilarity(data_range=1.0),
+    }
+    with torch.no_grad():
+        tokens = model.tokenizer(video)
+        rendered = model.decoder.decode(tokens, num_frames).flatten(0, 1)
+
+        def similarity(name: str) -> None:
+            similarities[name].update(rendered, frames)
+            similarities[name].compute()
+            similarities[name].reset()
+
+        calls = {
+            "loss, then decode": lambda: (
+                model.decoder.loss(tokens, video),
+                model.decoder.decode(tokens, num_frames),
+            ),
+            "loss_and_decode": lambda: model.decoder.loss_and_decode(tokens, video),
+            **{name: partial(similarity, name) for name in similarities},
+        }
+        samples = time_interleaved(calls, args.warmup, args.repeats)
+    model.train()
+    return samples
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -117,6 +198,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"part": part, "seconds": median(samples), "share": median(samples) / whole}
         for part, samples in part_seconds.items()
     ]
+
+    def step_without_floor() -> None:
+        with locality_bias_floor(-math.inf):
+            step()
+
+    floor_seconds = time_interleaved(
+        {"no floor": step_without_floor, "LOCALITY_BIAS_FLOOR": step}, args.warmup, args.repeats
+    )
+    floor_rows = paired_rows(floor_seconds, {name: "no floor" for name in floor_seconds})
+    validation = validation_seconds(model, video, args)
+    validation_rows = paired_rows(
+        validation,
+        {
+            "loss, then decode": "loss, then decode",
+            "loss_and_decode": "loss, then decode",
+            "SSIM: torchmetrics": "SSIM: torchmetrics",
+            "SSIM: StructuralSimilarity": "SSIM: torchmetrics",
+        },
+    )
     stem_rows, stem_seconds = [], {}
     stem = stem_of(encoder)
     if stem is not None:
@@ -143,6 +243,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "parts overlap (the tokenizer holds the frame encoder; the whole step also holds the optimizer).",
         "Stem: the frame encoder's patch embedding, forward + backward on every frame of the batch, as "
         "nn.Conv2d (the baseline of the ratio) and as the matrix product the encoders run.",
+        "Locality-bias floor: the whole step with the decoder's locality bias stopped at "
+        f"LOCALITY_BIAS_FLOOR ({video_decoders.LOCALITY_BIAS_FLOOR:g}) and without a floor (the "
+        "baseline). "
+        + (
+            f"Weights of {args.checkpoint.name}."
+            if args.checkpoint
+            else "Fresh weights: the floor matters once the locality strengths are learned (--checkpoint)."
+        ),
+        "Validation batch: the decoder's loss and decoded clip of every frame as two calls (the baseline) "
+        "and as loss_and_decode; SSIM of the batch's decoded frames with torchmetrics (the baseline) "
+        "and the kit's StructuralSimilarity.",
     ]
     tables = [
         (
@@ -167,6 +278,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 stem_rows,
             )
         )
+    paired_columns = [
+        Column("call", "call"),
+        Column("ms", "seconds", milliseconds),
+        Column("time / baseline", "ratio", ".2f"),
+    ]
+    tables.append(("Locality-bias floor: the whole step", paired_columns, floor_rows))
+    tables.append(("One validation batch (evaluation mode)", paired_columns, validation_rows))
     return write_report(
         NAME,
         "Tokenizer-pretraining step: where the time goes",
@@ -175,7 +293,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         machine,
         {**vars(args), **shape},
         args.output_dir,
-        raw={"seconds": {"parts": part_seconds, "stem": stem_seconds}},
+        raw={
+            "seconds": {
+                "parts": part_seconds,
+                "stem": stem_seconds,
+                "floor": floor_seconds,
+                "validation": validation,
+            }
+        },
     )
 
 

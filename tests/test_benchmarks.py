@@ -16,6 +16,8 @@ import pytest
 import torch
 import yaml
 
+from vtok_lit.core import video_decoders
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = {
     "embed_dim": 32,
@@ -357,3 +359,17 @@ def test_training_step(benchmarks, tmp_path: Path) -> None:
     assert stems[0]["ratio"] == pytest.approx(1.0)
     assert report["settings"]["batch_size"] == 2 and report["settings"]["frames"] == 4
     assert "share of the whole step" in table_header(markdown)
+    floor = report["tables"]["Locality-bias floor: the whole step"]
+    assert [row["call"] for row in floor] == ["no floor", "LOCALITY_BIAS_FLOOR"]
+    assert floor[0]["ratio"] == pytest.approx(1.0)
+    validation = report["tables"]["One validation batch (evaluation mode)"]
+    assert [row["call"] for row in validation] == [
+        "loss, then decode",
+        "loss_and_decode",
+        "SSIM: torchmetrics",
+        "SSIM: StructuralSimilarity",
+    ]
+    assert validation[0]["ratio"] == pytest.approx(1.0) and validation[2]["ratio"] == pytest.approx(1.0)
+    assert video_decoders.LOCALITY_BIAS_FLOOR == -50.0  # the floor is back after the timing
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        benchmarks("training_step").main([*arguments, "--checkpoint", str(tmp_path / "missing.ckpt")])
