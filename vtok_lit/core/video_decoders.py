@@ -415,30 +415,29 @@ class RegressionVideoDecoder(VideoDecoder):
         return blended[:, torch.searchsorted(decoded, frames)]
 
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
-        self.check_frames(video)
-        frames = self.loss_frames(video.shape[1], video.device)
-        return self.prediction_loss(self(tokens, video.shape[1], frames), tokens, video, frames)
+        return self.rendered_loss(tokens, video)[0]
 
     def loss_and_decode(
         self, tokens: VideoTokens, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_frames(video)
-        frames = self.loss_frames(video.shape[1], video.device)
-        prediction = self(tokens, video.shape[1], frames)
-        loss = self.prediction_loss(prediction, tokens, video, frames)
+        loss, prediction, frames = self.rendered_loss(tokens, video)
         if frames is not None:  # a training loss on a few frames: render the clip on its own
             return loss, self.decode(tokens, video.shape[1], generator)
         return loss, prediction.clamp(0, 1)
 
-    def prediction_loss(
-        self, prediction: torch.Tensor, tokens: VideoTokens, video: torch.Tensor, frames: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The loss of the unclamped prediction of ``frames`` (None: all) of ``video``."""
+    def rendered_loss(
+        self, tokens: VideoTokens, video: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The loss, the unclamped prediction it was taken on and its frames (None: all, as in
+        evaluation)."""
+        self.check_frames(video)
+        frames = self.loss_frames(video.shape[1], video.device)
+        prediction = self(tokens, video.shape[1], frames)
         target = video if frames is None else video[:, frames]
         loss = self.pixel_mse(prediction, target, tokens, video, frames)
         if self.l1_weight:
             loss = loss + self.l1_weight * F.l1_loss(prediction, target)
-        return loss
+        return loss, prediction, frames
 
     def decode(
         self, tokens: VideoTokens, num_frames: int, generator: torch.Generator | None = None
