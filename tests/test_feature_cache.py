@@ -23,6 +23,7 @@ from vtok_lit.core import (
 )
 from vtok_lit.data import VideoTextDataModule
 from vtok_lit.modules import VideoLLM
+from vtok_lit.modules.video_llm import question_rows
 
 CONF = Path(__file__).parent / "conf"
 NUM_FRAMES = 4
@@ -201,7 +202,7 @@ def tiny_batch(tiny_corpus: Path) -> dict:
 def test_video_llm_loss_is_the_same_with_the_cache(tmp_path, tiny_batch) -> None:
     torch.manual_seed(0)
     model = tiny_video_llm(freeze_tokenizer=True, feature_cache_dir=str(tmp_path / "cache"))
-    rows = model.question_rows(model.clip_questions(tiny_batch["questions"], sample=False))
+    rows = question_rows(model.clip_questions(tiny_batch["questions"], sample=False))
     calls = count_encoded_frames(model.tokenizer)
     video, paths, indices = tiny_batch["video"], tiny_batch["path"], tiny_batch["frame_indices"]
     qa = model.model

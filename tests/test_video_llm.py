@@ -13,6 +13,7 @@ from vtok_lit.core.video_qa import QuestionRow
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
 from vtok_lit.modules import VideoLLM
+from vtok_lit.modules.video_llm import question_rows
 
 HIDDEN = 32
 
@@ -117,7 +118,7 @@ def test_training_step_backpropagates_into_the_tokenizer() -> None:
     }
     loss = model.model.loss(
         model.model.video_prefix(batch["video"]),
-        model.question_rows(model.clip_questions(batch["questions"], sample=False)),
+        question_rows(model.clip_questions(batch["questions"], sample=False)),
     )
     loss.backward()
     assert all(p.grad is not None for p in model.tokenizer.residual_mlp.parameters())
@@ -173,6 +174,6 @@ def test_multiple_choice_is_scored_by_the_options_likelihood(word: str, choice: 
     prefix = model.model.video_prefix(torch.rand(1, 4, 3, 32, 32))
     assert model.likelihood_choices(prefix, rows) == [choice, None]
     # The LM reads the options, lettered, after the question.
-    prompt = model.model.sequences(prefix, model.question_rows(rows[:1]), with_answers=False)
+    prompt = model.model.sequences(prefix, question_rows(rows[:1]), with_answers=False)
     prompt = prompt.inputs_embeds[0, -22:, 0]
     assert bytes(prompt.long().tolist()).decode() == "Which way? (A) left (B) right"[-22:]

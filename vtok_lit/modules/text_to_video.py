@@ -17,10 +17,11 @@ from vtok_lit.core.text_to_video import TextToVideoModel
 from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.token_heads import TokenHeadName
 from vtok_lit.core.tokenizers import VideoTokenizer
+from vtok_lit.core.tokens import VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
-from vtok_lit.modules.base import TaskModule, required_language_model
+from vtok_lit.modules.base import TaskModule, VTokModule, required_language_model
 from vtok_lit.modules.pretrained_parts import pretrained_parts
 
 
@@ -135,12 +136,7 @@ class TextToVideo(TaskModule):
         return self.model.decoder
 
     def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, Metric]:
-        return {
-            "alignment": AnswerAccuracy(categories),
-            "reconstructed_alignment": AnswerAccuracy(categories),
-            "temporal": TemporalQuality(),
-            "psnr": PeakSignalNoiseRatio(data_range=1.0),
-        }
+        return generation_metrics(categories)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -180,51 +176,89 @@ class TextToVideo(TaskModule):
         if batch is None:
             return None
         self.log_skipped_videos(batch)
-        video, captions, questions = batch["video"], batch["caption"], batch["questions"]
-        batch_size = len(captions)
+        video, captions = batch["video"], batch["caption"]
         tokens = self.model.target_tokens(video)
-        self._log_losses(self.model.losses(video, captions, tokens=tokens), stage, batch_size)
-
-        # The same noise at every validation, so clips of successive checkpoints compare.
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        start = time.perf_counter()
-        generated = self.model.generate(captions, generator)
-        if generated.is_cuda:
-            torch.cuda.synchronize(generated.device)
-        seconds = (time.perf_counter() - start) / batch_size
-        self.log(f"{stage}/generation_seconds_per_clip", seconds, batch_size=batch_size, sync_dist=True)
-
-        frame_features = self.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
-        generated = generated.float()
-        with self.full_precision():
-            metrics["psnr"].update(generated.flatten(0, 1), video.flatten(0, 1).float())
-            metrics["temporal"].update(generated, frame_features=frame_features.float())
-
-        judged, predictions = (
-            ([], []) if self.judge is None else judge_clips(self.judge, generated, questions)
+        self._log_losses(self.model.losses(video, captions, tokens=tokens), stage, len(captions))
+        return score_generation(
+            self, self.model, batch, tokens, metrics, stage, batch_idx, self.judge, self.judge_reconstructions
         )
-        metrics["alignment"].update(judged, predictions)
-        if judged and self.judge_reconstructions:
-            reconstructed = self.model.decode(tokens, generator)
-            metrics["reconstructed_alignment"].update(*judge_clips(self.judge, reconstructed, questions))
-        return {"captions": captions, "generated": generated, **prediction_rows(judged, predictions)}
 
     def log_epoch_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
-        for suffix, alignment in (
-            ("", metrics["alignment"]),
-            ("_reconstructed", metrics["reconstructed_alignment"]),
-        ):
-            # No judged question (no judge, or captions of another benchmark) is nothing to report, not 0%.
-            if alignment.total_all > 0:
-                prefix = f"{stage}/{self.benchmark}{suffix}"
-                self.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
-            alignment.reset()
-        if metrics["psnr"].update_called:
-            self.log(f"{stage}/psnr_vs_real", metrics["psnr"].compute())
-        self.log_dict({f"{stage}/vbench/{k}": v for k, v in metrics["temporal"].compute().items()})
-        metrics["psnr"].reset()
-        metrics["temporal"].reset()
+        log_generation_metrics(
+            self, metrics, stage, f"{stage}/{self.benchmark}", f"{stage}/{self.benchmark}_reconstructed"
+        )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         return {"captions": batch["caption"], "generated": self.model.generate(batch["caption"], generator)}
+
+
+def generation_metrics(categories: list[str]) -> dict[str, Metric]:
+    """Fresh metrics of the clips generated at one evaluation stage (see :func:`score_generation`)."""
+    return {
+        "alignment": AnswerAccuracy(categories),
+        "reconstructed_alignment": AnswerAccuracy(categories),
+        "temporal": TemporalQuality(),
+        "psnr": PeakSignalNoiseRatio(data_range=1.0),
+    }
+
+
+def score_generation(
+    module: VTokModule,
+    model: TextToVideoModel,
+    batch: dict[str, Any],
+    tokens: VideoTokens,
+    metrics: nn.ModuleDict,
+    stage: str,
+    batch_idx: int,
+    judge: ClipJudge | None,
+    judge_reconstructions: bool,
+) -> dict[str, Any]:
+    """Generates a clip for each caption of ``batch`` and scores it into :func:`generation_metrics`.
+
+    Logs the seconds a clip took; the real clips' ``tokens`` give the judged reconstructions. Returns
+    the prediction table's rows with the captions and generated clips.
+    """
+    video, captions, questions = batch["video"], batch["caption"], batch["questions"]
+    # The same noise at every validation, so clips of successive checkpoints compare.
+    generator = torch.Generator(device=module.device).manual_seed(batch_idx)
+    start = time.perf_counter()
+    generated = model.generate(captions, generator)
+    if generated.is_cuda:
+        torch.cuda.synchronize(generated.device)
+    seconds = (time.perf_counter() - start) / len(captions)
+    module.log(f"{stage}/generation_seconds_per_clip", seconds, batch_size=len(captions), sync_dist=True)
+
+    frame_features = model.tokenizer.encode_frames(generated).mean(dim=(-2, -1))  # (B, T, C)
+    generated = generated.float()
+    with module.full_precision():
+        metrics["psnr"].update(generated.flatten(0, 1), video.flatten(0, 1).float())
+        metrics["temporal"].update(generated, frame_features=frame_features.float())
+
+    judged, predictions = ([], []) if judge is None else judge_clips(judge, generated, questions)
+    metrics["alignment"].update(judged, predictions)
+    if judged and judge_reconstructions:
+        reconstructed = model.decode(tokens, generator)
+        metrics["reconstructed_alignment"].update(*judge_clips(judge, reconstructed, questions))
+    return {"captions": captions, "generated": generated, **prediction_rows(judged, predictions)}
+
+
+def log_generation_metrics(
+    module: VTokModule, metrics: nn.ModuleDict, stage: str, alignment_prefix: str, reconstructed_prefix: str
+) -> None:
+    """Logs and resets an epoch of :func:`generation_metrics`: the judge's per-category alignment of
+    generated clips under ``alignment_prefix`` and of reconstructions under ``reconstructed_prefix``,
+    ``<stage>/psnr_vs_real`` and ``<stage>/vbench/<name>``."""
+    for prefix, alignment in (
+        (alignment_prefix, metrics["alignment"]),
+        (reconstructed_prefix, metrics["reconstructed_alignment"]),
+    ):
+        # No judged question (no judge, or captions of another benchmark) is nothing to report, not 0%.
+        if alignment.total_all > 0:
+            module.log_dict({f"{prefix}/{k}": v for k, v in alignment.compute().items()})
+        alignment.reset()
+    if metrics["psnr"].update_called:
+        module.log(f"{stage}/psnr_vs_real", metrics["psnr"].compute())
+    module.log_dict({f"{stage}/vbench/{k}": v for k, v in metrics["temporal"].compute().items()})
+    metrics["psnr"].reset()
+    metrics["temporal"].reset()

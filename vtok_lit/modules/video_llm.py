@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
@@ -112,21 +113,7 @@ class VideoLLM(TaskModule):
 
     def clip_questions(self, questions: list[list[dict[str, Any]]], sample: bool) -> list[ClipQuestion]:
         """The questions of a batch (``questions_per_video`` drawn per clip when ``sample``)."""
-        chosen = []
-        for clip, records in enumerate(questions):
-            order = range(len(records))
-            if sample and 0 < self.questions_per_video < len(records):
-                order = torch.randperm(len(records))[: self.questions_per_video].tolist()
-            chosen += [(clip, records[i]) for i in order]
-        return chosen
-
-    @staticmethod
-    def question_rows(questions: list[ClipQuestion]) -> list[QuestionRow]:
-        """The LM rows of questions: a multiple-choice question lists its options after it."""
-        return [
-            QuestionRow(clip, question_prompt(qa["question"], qa.get("options")), qa["answer"])
-            for clip, qa in questions
-        ]
+        return draw_clip_questions(questions, self.questions_per_video, sample)
 
     def video_prefix(self, batch: dict[str, Any]) -> torch.Tensor:
         """The batch's projected video tokens, read from the feature cache where it has them."""
@@ -136,7 +123,7 @@ class VideoLLM(TaskModule):
         if batch is None:
             return None
         self.log_skipped_videos(batch)
-        rows = self.question_rows(self.clip_questions(batch["questions"], sample=True))
+        rows = question_rows(self.clip_questions(batch["questions"], sample=True))
         if not rows:
             return None
         loss = self.model.loss(self.video_prefix(batch), rows)
@@ -152,38 +139,18 @@ class VideoLLM(TaskModule):
         questions = self.clip_questions(batch["questions"], sample=False)
         if not questions:
             return None
-        rows = self.question_rows(questions)
-        prefix = self.video_prefix(batch)
-        self.log(f"{stage}/loss", self.model.loss(prefix, rows), batch_size=len(rows), sync_dist=True)
-        predictions = self.model.generate(prefix, rows)
-        records = [qa for _, qa in questions]
-        metrics["accuracy"].update(records, predictions, self.likelihood_choices(prefix, questions))
-        return prediction_rows(records, predictions)
+        loss, rows = score_answers(self.model, self.video_prefix(batch), questions, metrics["accuracy"])
+        self.log(f"{stage}/loss", loss, batch_size=len(questions), sync_dist=True)
+        return rows
 
     def likelihood_choices(self, prefix: torch.Tensor, questions: list[ClipQuestion]) -> list[int | None]:
-        """Each multiple-choice question's option of highest log-likelihood, None for open questions.
-
-        An option is scored with the end token after it, as answers are trained: the likelihood that
-        the whole answer is that option, not a longer text beginning with it.
-        """
-        counts = [len(qa.get("options") or []) for _, qa in questions]
-        option_rows = [
-            row._replace(answer=option)
-            for row, (_, qa) in zip(self.question_rows(questions), questions, strict=True)
-            for option in qa.get("options") or []
-        ]
-        if not option_rows:
-            return [None] * len(questions)
-        log_likelihoods = self.model.answer_log_likelihoods(prefix, option_rows)
-        return likelihood_choices(log_likelihoods.tolist(), counts)
+        """Each multiple-choice question's option of highest log-likelihood (:func:`option_choices`)."""
+        return option_choices(self.model, prefix, questions)
 
     def log_epoch_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
-        accuracy = metrics["accuracy"]
-        figures = accuracy.compute()
-        self.log_dict({f"{stage}/{self.benchmark}/{name}": value for name, value in figures.items()})
+        overall = log_answer_accuracy(self, metrics["accuracy"], f"{stage}/{self.benchmark}")
         # The headline again under a name that no benchmark changes: what checkpoints are chosen by.
-        self.log(f"{stage}/accuracy", figures["overall"])
-        accuracy.reset()
+        self.log(f"{stage}/accuracy", overall)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         questions = [
@@ -194,3 +161,69 @@ class VideoLLM(TaskModule):
             "questions": questions,
             "answers": self.model.answer(batch["video"], questions),
         }
+
+
+def draw_clip_questions(
+    questions: list[list[dict[str, Any]]], per_video: int, sample: bool
+) -> list[ClipQuestion]:
+    """A batch's questions as (clip, record) pairs: all of them, or ``per_video`` drawn per clip
+    (0: all) when ``sample``."""
+    chosen = []
+    for clip, records in enumerate(questions):
+        order = range(len(records))
+        if sample and 0 < per_video < len(records):
+            order = torch.randperm(len(records))[:per_video].tolist()
+        chosen += [(clip, records[i]) for i in order]
+    return chosen
+
+
+def question_rows(questions: list[ClipQuestion]) -> list[QuestionRow]:
+    """The LM rows of questions: a multiple-choice question lists its options after it."""
+    return [
+        QuestionRow(clip, question_prompt(qa["question"], qa.get("options")), qa["answer"])
+        for clip, qa in questions
+    ]
+
+
+def option_choices(
+    model: VideoQuestionAnswering, prefix: torch.Tensor, questions: list[ClipQuestion]
+) -> list[int | None]:
+    """Each multiple-choice question's option of highest log-likelihood, None for open questions.
+
+    An option is scored with the end token after it, as answers are trained: the likelihood that
+    the whole answer is that option, not a longer text beginning with it.
+    """
+    counts = [len(qa.get("options") or []) for _, qa in questions]
+    option_rows = [
+        row._replace(answer=option)
+        for row, (_, qa) in zip(question_rows(questions), questions, strict=True)
+        for option in qa.get("options") or []
+    ]
+    if not option_rows:
+        return [None] * len(questions)
+    log_likelihoods = model.answer_log_likelihoods(prefix, option_rows)
+    return likelihood_choices(log_likelihoods.tolist(), counts)
+
+
+def score_answers(
+    model: VideoQuestionAnswering,
+    prefix: torch.Tensor,
+    questions: list[ClipQuestion],
+    accuracy: AnswerAccuracy,
+) -> tuple[torch.Tensor, dict[str, list[str]]]:
+    """The answer loss of ``questions`` about the clips of ``prefix`` (projected video tokens), with
+    their greedy answers scored into ``accuracy``; returns the loss and the prediction table's rows."""
+    rows = question_rows(questions)
+    loss = model.loss(prefix, rows)
+    predictions = model.generate(prefix, rows)
+    records = [qa for _, qa in questions]
+    accuracy.update(records, predictions, option_choices(model, prefix, questions))
+    return loss, prediction_rows(records, predictions)
+
+
+def log_answer_accuracy(module: LightningModule, accuracy: AnswerAccuracy, prefix: str) -> torch.Tensor:
+    """Logs an epoch's accuracy per category as ``<prefix>/<category>``, resets it, returns the overall."""
+    figures = accuracy.compute()
+    module.log_dict({f"{prefix}/{name}": value for name, value in figures.items()})
+    accuracy.reset()
+    return figures["overall"]
