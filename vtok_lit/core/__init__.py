@@ -21,6 +21,7 @@ from vtok_lit.core.tokenizers import (
     pool_to_grid_tokens,
 )
 from vtok_lit.core.tokens import TokenKind, VideoTokens
+from vtok_lit.core.unified import UnifiedVideoModel
 from vtok_lit.core.video_decoders import FlowMatchingVideoDecoder, RegressionVideoDecoder, VideoDecoder
 from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 
@@ -51,6 +52,7 @@ __all__ = [
     "VTokTokenizer",
     "ViTFrameEncoder",
     "VideoDecoder",
+    "UnifiedVideoModel",
     "VideoQuestionAnswering",
     "VideoTokenizer",
     "VideoTokens",

@@ -47,6 +47,7 @@ class TextToVideoModel(nn.Module):
         decoder_loss_weight: float = 0.0,
         freeze_tokenizer: bool = True,
         freeze_decoder: bool = True,
+        task_marker: str = "",
     ) -> None:
         """
         Args:
@@ -68,6 +69,9 @@ class TextToVideoModel(nn.Module):
                 learns from the decoder loss alone (needs decoder_loss_weight > 0): the LM's targets are
                 detached, or the tokens would drift toward what is easy to predict.
             freeze_decoder: Keep the decoder fixed.
+            task_marker: Text put before every caption (a dropped caption included): what tells an LM
+                that also answers questions (:class:`~vtok_lit.core.unified.UnifiedVideoModel`) to write
+                a video. Empty: none.
         """
         super().__init__()
         if decoder_loss_weight > 0 and freeze_decoder:
@@ -88,6 +92,7 @@ class TextToVideoModel(nn.Module):
         self.guidance_scale = guidance_scale
         self.visual_loss_weight = visual_loss_weight
         self.decoder_loss_weight = decoder_loss_weight
+        self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
 
         self.num_video_tokens = tokenizer.num_tokens(num_frames)
         caption_budget(self.num_video_tokens, language_model.max_seq_len)
@@ -125,7 +130,7 @@ class TextToVideoModel(nn.Module):
         """Each caption's ids; with probability ``dropout`` a caption is replaced by nothing."""
         dropped = (torch.rand(len(captions)) < dropout).tolist() if dropout > 0 else [False] * len(captions)
         return [
-            [] if drop else self.text_tokenizer.encode(text)
+            self.task_marker_ids + ([] if drop else self.text_tokenizer.encode(text))
             for text, drop in zip(captions, dropped, strict=True)
         ]
 
@@ -177,7 +182,7 @@ class TextToVideoModel(nn.Module):
         """Roll out ``(B, L, D)`` video tokens for the captions, L = ``tokenizer.num_tokens(num_frames)``."""
         caption_ids = self.caption_ids(captions)
         if self.guidance_scale != 1.0:
-            caption_ids += [[] for _ in captions]
+            caption_ids += [list(self.task_marker_ids) for _ in captions]
         hidden = self.language_model.hidden_size
         inputs_embeds, attention_mask = build_video_generation_sequences(
             caption_ids,

@@ -50,6 +50,12 @@ class VideoTokens:
         """The same layout and padding around other ``(B, L, D)`` token vectors."""
         return VideoTokens(tokens, self.kinds, self.frame_index, self.padding_mask, self.cell_xy)
 
+    def select(self, clips: torch.Tensor | list[int]) -> VideoTokens:
+        """The tokens of some clips of the batch (indices into its first dimension)."""
+        return VideoTokens(
+            self.tokens[clips], self.kinds, self.frame_index, self.padding_mask[clips], self.cell_xy
+        )
+
     def with_residuals_from_other_clips(self) -> VideoTokens:
         """Each clip's residual tokens replaced by the next clip's in the batch (the last takes the
         first's): the ablation that shows whether a reader uses what the residual tokens say."""

@@ -53,6 +53,7 @@ class VideoQuestionAnswering(nn.Module):
         max_answer_tokens: int = 16,
         freeze_tokenizer: bool = False,
         feature_cache: FrameFeatureCache | None = None,
+        task_marker: str = "",
     ) -> None:
         """
         Args:
@@ -64,6 +65,8 @@ class VideoQuestionAnswering(nn.Module):
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed and out of autograd.
             feature_cache: Where the frozen frame encoder's features of a clip are read from once
                 computed (see :meth:`video_prefix`); needs freeze_tokenizer.
+            task_marker: Text that opens every row, before the video tokens: what tells an LM that also
+                writes videos (:class:`~vtok_lit.core.unified.UnifiedVideoModel`) to answer. Empty: none.
         """
         super().__init__()
         self.tokenizer = tokenizer
@@ -81,6 +84,7 @@ class VideoQuestionAnswering(nn.Module):
             nn.Linear(projector_hidden_dim, hidden),
         )
         self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
+        self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
 
     def video_prefix(
         self, video: torch.Tensor, paths: list[str] | None = None, frame_indices: torch.Tensor | None = None
@@ -109,8 +113,13 @@ class VideoQuestionAnswering(nn.Module):
         """``[video][prompt]`` rows, and ``[answer][end]`` after them when ``with_answers``, left-padded."""
         text = self.text_tokenizer
         answers = [text.encode(row.answer) + [text.eos_id] for row in rows] if with_answers else None
+        prefix = prefix[[row.clip for row in rows]]
+        if self.task_marker_ids:
+            ids = torch.tensor(self.task_marker_ids, device=prefix.device)[None]
+            marker = self.language_model.embed_tokens(ids).to(prefix.dtype)
+            prefix = torch.cat([marker.expand(len(rows), -1, -1), prefix], dim=1)
         return build_lm_sequences(
-            prefix[[row.clip for row in rows]],
+            prefix,
             [text.encode(row.prompt) for row in rows],
             answers,
             self.language_model.embed_tokens,

@@ -98,10 +98,7 @@ class TextToVideo(TaskModule):
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
-        if not 0 <= caption_dropout < 1:
-            raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
-        if guidance_scale != 1.0 and caption_dropout == 0:
-            raise ValueError("guidance_scale needs an unconditional model: set caption_dropout > 0.")
+        check_guidance(caption_dropout, guidance_scale)
         tokenizer, decoder = pretrained_parts(
             self, tokenizer_checkpoint, tokenizer=tokenizer, decoder=decoder
         )
@@ -140,13 +137,7 @@ class TextToVideo(TaskModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        for key, model_key, value in (
-            ("num_frames", "num_frames", self.model.num_frames),
-            ("image_size", "decoder.init_args.image_size", self.decoder.image_size),
-        ):
-            if self.data_setting(key) is not None:
-                self.check_data_matches(key, self.data_setting(key), model_key, value)
-        self.check_frames_fit(self.tokenizer)
+        check_generation_data(self, self.model)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch is None:
@@ -191,6 +182,25 @@ class TextToVideo(TaskModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         return {"captions": batch["caption"], "generated": self.model.generate(batch["caption"], generator)}
+
+
+def check_guidance(caption_dropout: float, guidance_scale: float) -> None:
+    """Refuse a caption dropout outside [0, 1), and guidance without an unconditional model."""
+    if not 0 <= caption_dropout < 1:
+        raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
+    if guidance_scale != 1.0 and caption_dropout == 0:
+        raise ValueError("guidance_scale needs an unconditional model: set caption_dropout > 0.")
+
+
+def check_generation_data(module: VTokModule, model: TextToVideoModel) -> None:
+    """Refuse data whose clip length or frame size the model does not write (names both keys)."""
+    for key, model_key, value in (
+        ("num_frames", "num_frames", model.num_frames),
+        ("image_size", "decoder.init_args.image_size", model.decoder.image_size),
+    ):
+        if module.data_setting(key) is not None:
+            module.check_data_matches(key, module.data_setting(key), model_key, value)
+    module.check_frames_fit(model.tokenizer)
 
 
 def generation_metrics(categories: list[str]) -> dict[str, Metric]:

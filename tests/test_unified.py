@@ -1,0 +1,163 @@
+"""UnifiedVideoModel / UnifiedVideoLM: one LM, one tokenizer, both tasks in every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_cli import cli_args
+
+from vtok_lit.cli import main
+from vtok_lit.core import (
+    ConvFrameEncoder,
+    QuestionRow,
+    RegressionVideoDecoder,
+    TransformerLM,
+    UnifiedVideoModel,
+    VTokTokenizer,
+)
+from vtok_lit.core.unified import GENERATION_MARKER, UNDERSTANDING_MARKER
+
+FRAMES, SIDE = 4, 16
+CAPTIONS = ["a red circle moves up.", "a blue square stays still."]
+ROWS = [
+    QuestionRow(0, "How many objects are there?", "1"),
+    QuestionRow(1, "What color is the square?", "blue"),
+]
+
+
+def tiny_model(**options) -> UnifiedVideoModel:
+    torch.manual_seed(0)
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
+    decoder = RegressionVideoDecoder(token_dim=16, image_size=SIDE, patch_size=4, width=16, depth=1)
+    language_model = TransformerLM(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=128)
+    settings = {"num_frames": FRAMES, "projector_hidden_dim": 16, "head_hidden_dim": 16, **options}
+    return UnifiedVideoModel(tokenizer, decoder, language_model, **settings)
+
+
+def clips(count: int = 4) -> torch.Tensor:
+    return torch.rand(count, FRAMES, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+
+
+def gradient_norms(model: UnifiedVideoModel, **batch) -> dict[str, float]:
+    model.zero_grad()
+    torch.manual_seed(2)
+    model.losses(clips(), **batch)["loss"].backward()
+    parts = {
+        "projector": model.understanding.projector,
+        "token_head": model.generation.token_head,
+        "token_projection": model.generation.token_projection,
+        "language_model": model.language_model,
+    }
+    return {
+        name: sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None)
+        for name, part in parts.items()
+    }
+
+
+def test_each_task_loss_reaches_its_own_parameters_only() -> None:
+    model = tiny_model()
+    understanding_only = gradient_norms(model, rows=ROWS, generation_clips=[], captions=[])
+    assert understanding_only["projector"] > 0 and understanding_only["language_model"] > 0
+    assert understanding_only["token_head"] == 0 and understanding_only["token_projection"] == 0
+    generation_only = gradient_norms(model, rows=[], generation_clips=[2, 3], captions=CAPTIONS)
+    assert generation_only["token_head"] > 0 and generation_only["language_model"] > 0
+    assert generation_only["projector"] == 0
+
+
+def test_the_two_tasks_share_one_tokenizer_and_one_lm() -> None:
+    model = tiny_model()
+    assert model.understanding.tokenizer is model.generation.tokenizer
+    assert model.understanding.language_model is model.generation.language_model
+    names = [name for name, _ in model.named_parameters()]
+    assert len(names) == len(set(id(p) for p in model.parameters()))  # each shared weight once
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 0.0), (0.5, 2.0, 0.7)])
+def test_mixed_batch_loss_is_the_weighted_sum_of_the_single_task_losses(weights) -> None:
+    understanding_weight, visual_weight, decoder_weight = weights
+    model = tiny_model(
+        understanding_loss_weight=understanding_weight,
+        visual_loss_weight=visual_weight,
+        decoder_loss_weight=decoder_weight,
+        freeze_decoder=decoder_weight == 0,
+    ).eval()
+    video = clips()
+
+    def losses(*batch) -> dict[str, torch.Tensor]:
+        torch.manual_seed(3)  # the flow-matching head draws its noise and times: the same draws each call
+        return model.losses(video, *batch)
+
+    mixed = losses(ROWS, [2, 3], CAPTIONS)
+    understanding = losses(ROWS, [], [])
+    generation = losses([], [2, 3], CAPTIONS)
+    expected = (
+        understanding_weight * understanding["understanding_loss"] + visual_weight * generation["visual_loss"]
+    )
+    if decoder_weight:
+        expected = expected + decoder_weight * generation["decoder_loss"]
+        assert torch.allclose(mixed["decoder_loss"], generation["decoder_loss"])
+    assert torch.allclose(mixed["loss"], expected, atol=1e-6)
+    assert torch.allclose(mixed["understanding_loss"], understanding["understanding_loss"])
+    assert torch.allclose(mixed["visual_loss"], generation["visual_loss"])
+
+
+def test_generation_rows_are_the_separate_models_rows_of_the_same_clips() -> None:
+    """Generation clips are tokenized with the whole batch, and scored as if tokenized alone."""
+    model = tiny_model().eval()
+    video = clips()
+    torch.manual_seed(3)
+    together = model.losses(video, ROWS, [2, 3], CAPTIONS)["visual_loss"]
+    torch.manual_seed(3)
+    alone = model.generation.losses(video[2:], CAPTIONS)["visual_loss"]
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_task_markers_open_each_row_and_change_the_prediction() -> None:
+    model = tiny_model().eval()
+    text = model.understanding.text_tokenizer
+    assert model.understanding.task_marker_ids == text.encode(UNDERSTANDING_MARKER)
+    assert model.generation.caption_ids(["x"]) == [text.encode(GENERATION_MARKER + "x")]
+    # A dropped caption keeps the marker: the unconditional row is still a generation row.
+    assert model.generation.caption_ids(["x"], dropout=0.999) == [text.encode(GENERATION_MARKER)]
+    video = clips(2)
+    prefix = model.understanding.project_tokens(model.tokenizer(video))
+    with torch.no_grad():
+        marked = model.understanding.logits(prefix, ROWS)[0][:, -1]
+        model.understanding.task_marker_ids = []
+        unmarked = model.understanding.logits(prefix, ROWS)[0][:, -1]
+    assert not torch.allclose(marked, unmarked)
+    unmarked_model = tiny_model(task_markers=False)
+    assert unmarked_model.understanding.task_marker_ids == [] == unmarked_model.generation.task_marker_ids
+
+
+def test_a_batch_needs_a_task_and_one_caption_per_written_clip() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="question rows or generation clips"):
+        model.losses(clips(), [], [], [])
+    with pytest.raises(ValueError, match="2 generation clips but 1 captions"):
+        model.losses(clips(), ROWS, [2, 3], CAPTIONS[:1])
+
+
+def test_fit_and_validate_log_both_benchmark_loops(tmp_path: Path) -> None:
+    main(["fit", *cli_args("unified_tiny.yaml", tmp_path)])
+    (events,) = (tmp_path / "runs" / "tiny_unified").rglob("events.out.tfevents.*")
+    scalars = set(EventAccumulator(str(events)).Reload().Tags()["scalars"])
+    for name in ("understanding_loss", "visual_loss", "decoder_loss"):
+        assert f"train/{name}" in scalars
+    for key in (
+        "val/motionshapes/understanding/overall",
+        "val/motionshapes/understanding/counting",
+        "val/motionshapes/generation/overall",
+        "val/motionshapes/generation_reconstructed/overall",
+        "val/psnr_vs_real",
+        "val/vbench/temporal_flicker",
+        "val/generation_seconds_per_clip",
+        "val/accuracy",
+        "val/alignment",
+    ):
+        assert key in scalars, key
+    (checkpoint,) = (tmp_path / "runs" / "tiny_unified").rglob("*.ckpt")
+    main(["validate", *cli_args("unified_tiny.yaml", tmp_path), f"--ckpt_path={checkpoint}"])
