@@ -36,6 +36,7 @@ from vtok_lit.data.dataset import collate_video_text  # noqa: E402
 from vtok_lit.data.motionshapes import MotionShapesConfig  # noqa: E402
 from vtok_lit.metrics.answer_scoring import is_correct  # noqa: E402
 from vtok_lit.modules import VideoLLM  # noqa: E402
+from vtok_lit.modules.video_llm import question_rows  # noqa: E402
 
 TOKENS = ("own", "other clip's residuals")
 
@@ -59,7 +60,7 @@ def answer_correctness(
     for start in range(0, count, batch_size):
         batch = collate_video_text([dataset[index] for index in range(start, min(start + batch_size, count))])
         questions = model.clip_questions(batch["questions"], sample=False)
-        rows = model.question_rows(questions)
+        rows = question_rows(questions)
         own = model.model.tokenizer(batch["video"])
         for tokens in passes:
             video_tokens = own if tokens == TOKENS[0] else own.with_residuals_from_other_clips()
