@@ -263,8 +263,8 @@ def write_colour_corpus(root: Path) -> Path:
     return root / "manifest.jsonl"
 
 
-def test_generates_the_asked_for_colour(tmp_path: Path) -> None:
-    data = f"--data.init_args.manifest={write_colour_corpus(tmp_path)}"
+def colour_tokenizer_checkpoint(tmp_path: Path, data: str) -> Path:
+    """A tokenizer and decoder pretrained to rebuild the colour corpus (``data``: its manifest argument)."""
     pretraining = main(
         [
             "fit",
@@ -275,7 +275,12 @@ def test_generates_the_asked_for_colour(tmp_path: Path) -> None:
         ]
     )
     assert pretraining.trainer.callback_metrics["train/loss"] < 2e-3, "the decoder stayed at the mean frame"
-    checkpoint = next(Path(pretraining.trainer.log_dir).rglob("*.ckpt"))
+    return next(Path(pretraining.trainer.log_dir).rglob("*.ckpt"))
+
+
+def test_generates_the_asked_for_colour(tmp_path: Path) -> None:
+    data = f"--data.init_args.manifest={write_colour_corpus(tmp_path)}"
+    checkpoint = colour_tokenizer_checkpoint(tmp_path, data)
     cli = main(
         [
             "fit",

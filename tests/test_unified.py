@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli import cli_args
+from test_cli import CONF, cli_args
+from test_text_to_video import colour_tokenizer_checkpoint, write_colour_corpus
 
 from vtok_lit.cli import main
 from vtok_lit.core import (
@@ -19,6 +20,7 @@ from vtok_lit.core import (
     VTokTokenizer,
 )
 from vtok_lit.core.unified import GENERATION_MARKER, UNDERSTANDING_MARKER
+from vtok_lit.modules import CheckpointMismatchError, TextToVideo, UnifiedVideoLM, VideoLLM
 
 FRAMES, SIDE = 4, 16
 CAPTIONS = ["a red circle moves up.", "a blue square stays still."]
@@ -161,3 +163,121 @@ def test_fit_and_validate_log_both_benchmark_loops(tmp_path: Path) -> None:
         assert key in scalars, key
     (checkpoint,) = (tmp_path / "runs" / "tiny_unified").rglob("*.ckpt")
     main(["validate", *cli_args("unified_tiny.yaml", tmp_path), f"--ckpt_path={checkpoint}"])
+
+
+# Weights moving between the task modules ------------------------------------------------------------
+
+
+def tiny_parts(hidden_size: int = 16) -> dict:
+    torch.manual_seed(0)
+    return {
+        "tokenizer": VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2),
+        "language_model": TransformerLM(hidden_size=hidden_size, num_layers=1, num_heads=2, max_seq_len=128),
+    }
+
+
+def tiny_decoder() -> RegressionVideoDecoder:
+    return RegressionVideoDecoder(token_dim=16, image_size=SIDE, patch_size=4, width=16, depth=1)
+
+
+def tiny_module(cls, seed: int = 0, hidden_size: int = 16, **options):
+    """A task module of random weights (different for each seed), or of those of init_checkpoint."""
+    parts = tiny_parts(hidden_size)
+    if cls is not VideoLLM:
+        parts["decoder"] = tiny_decoder()
+        options = {"num_frames": FRAMES, "head_hidden_dim": 16, **options}
+    if cls is not TextToVideo:
+        options = {"projector_hidden_dim": 16, **options}
+    torch.manual_seed(seed)
+    module = cls(**parts, **options)
+    if options.get("init_checkpoint") is None:
+        for parameter in module.model.parameters():  # every weight differs from another seed's
+            parameter.data = torch.randn_like(parameter) * 0.1
+    return module
+
+
+def save_checkpoint(module, path: Path) -> str:
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    torch.save({"state_dict": checkpoint["state_dict"], "vtok_lit": checkpoint["vtok_lit"]}, path)
+    return str(path)
+
+
+def answer_logits(model, video: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.logits(model.project_tokens(model.tokenizer(video)), ROWS)[0]
+
+
+def written_loss(model, video: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(3)
+    with torch.no_grad():
+        return model.losses(video, CAPTIONS)["visual_loss"]
+
+
+def test_unified_checkpoint_initialises_each_single_task_module(tmp_path: Path) -> None:
+    unified = tiny_module(UnifiedVideoLM).eval()
+    path = save_checkpoint(unified, tmp_path / "unified.ckpt")
+    video = clips(2)
+    understanding = tiny_module(
+        VideoLLM, seed=1, init_checkpoint=path, task_marker=UNDERSTANDING_MARKER
+    ).eval()
+    assert torch.equal(
+        answer_logits(understanding.model, video), answer_logits(unified.model.understanding, video)
+    )
+    generation = tiny_module(TextToVideo, seed=1, init_checkpoint=path, task_marker=GENERATION_MARKER).eval()
+    assert torch.equal(written_loss(generation.model, video), written_loss(unified.model.generation, video))
+    assert understanding.hparams["init_checkpoint"] is None  # its own checkpoints hold the weights
+
+
+def test_single_task_checkpoint_initialises_the_shared_parts_of_a_unified_module(tmp_path: Path) -> None:
+    understanding = tiny_module(VideoLLM, task_marker=UNDERSTANDING_MARKER).eval()
+    path = save_checkpoint(understanding, tmp_path / "video_llm.ckpt")
+    parts = {**tiny_parts(), "decoder": tiny_decoder()}
+    torch.manual_seed(1)  # as tiny_module builds it, without loading or randomising weights
+    fresh = UnifiedVideoLM(**parts, num_frames=FRAMES, head_hidden_dim=16, projector_hidden_dim=16)
+    token_head = fresh.model.generation.token_head.state_dict()
+    unified = tiny_module(UnifiedVideoLM, seed=1, init_checkpoint=path).eval()
+    video = clips(2)
+    assert torch.equal(
+        answer_logits(unified.model.understanding, video), answer_logits(understanding.model, video)
+    )
+    # The generation task shares the LM it was given; its own head keeps the weights it was built with.
+    assert unified.model.generation.language_model is unified.model.understanding.language_model
+    for name, value in unified.model.generation.token_head.state_dict().items():
+        assert torch.equal(value, token_head[name])
+
+
+def test_weights_that_do_not_fit_are_refused_with_the_keys_named(tmp_path: Path) -> None:
+    path = save_checkpoint(tiny_module(UnifiedVideoLM), tmp_path / "unified.ckpt")
+    with pytest.raises(
+        CheckpointMismatchError, match=r"other shapes: language_model\.token_embedding\.weight"
+    ):
+        tiny_module(VideoLLM, hidden_size=32, init_checkpoint=path)
+    pretraining = {
+        "state_dict": {"tokenizer.x": torch.zeros(1)},
+        "vtok_lit": {"module": "vtok_lit.modules.tokenizer_pretraining.TokenizerPretraining"},
+    }
+    torch.save(pretraining, tmp_path / "pretraining.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="goes to model.init_args.tokenizer_checkpoint"):
+        tiny_module(VideoLLM, init_checkpoint=str(tmp_path / "pretraining.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_short_fit_learns_to_answer_and_to_write_the_colour(tmp_path: Path) -> None:
+    data = f"--data.init_args.manifest={write_colour_corpus(tmp_path)}"
+    checkpoint = colour_tokenizer_checkpoint(tmp_path, data)
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(CONF / "unified_learns.yaml"),
+            f"--trainer.default_root_dir={tmp_path / 'unified'}",
+            f"--model.init_args.tokenizer_checkpoint={checkpoint}",
+            data,
+        ]
+    )
+    metrics = {key: round(float(value), 4) for key, value in cli.trainer.callback_metrics.items()}
+    # Four colours: chance is 0.25 for the answer and for the judge's reading of the written clip.
+    assert metrics["val/motionshapes/understanding/color"] >= 0.75, metrics
+    assert metrics["val/motionshapes/generation/color"] >= 0.75, metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from lightning import LightningModule
@@ -22,6 +22,7 @@ from vtok_lit.modules.checkpoints import (
     component_class_names,
     identity_differences,
 )
+from vtok_lit.modules.task_weights import load_task_weights
 
 
 class VTokModule(LightningModule):
@@ -239,6 +240,17 @@ class TaskModule(VTokModule):
     """
 
     model: nn.Module
+    # Where each task model it holds sits in its state (``{"understanding": "model."}``): what lets the
+    # weights of one task module initialise another (:mod:`vtok_lit.modules.task_weights`).
+    TASK_PREFIXES: ClassVar[dict[str, str]] = {}
+
+    def initialise_from(self, init_checkpoint: str | None) -> None:
+        """Load the task models' weights from another task module's checkpoint, if one is given, and
+        forget its path in the hyperparameters (this module's own checkpoints then hold the weights)."""
+        if init_checkpoint is None:
+            return
+        load_task_weights(self, init_checkpoint)
+        self.save_hyperparameters({**self.hparams, "init_checkpoint": None})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

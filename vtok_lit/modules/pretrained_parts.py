@@ -88,7 +88,7 @@ def pretrained_parts(
             # Under LightningCLI the hyperparameters hold configs; built directly, they hold the parts.
             built[name] = config if "_instantiator" in module.hparams else part
         try:
-            load_part_weights(part, checkpoint_path, name, checkpoint)
+            load_part_weights(part, checkpoint_path, stored_prefix(checkpoint, name), checkpoint)
         except CheckpointMismatchError as error:
             differences = config_differences(
                 module.hparams.get(name), saved.get(name), f"model.init_args.{name}"
@@ -105,6 +105,22 @@ def pretrained_parts(
     return result
 
 
+def task_parts(
+    module: LightningModule,
+    tokenizer_checkpoint: str | None,
+    init_checkpoint: str | None,
+    **parts: nn.Module | None,
+) -> list[nn.Module]:
+    """The parts of a task module: as :func:`pretrained_parts` gives them from a ``tokenizer_checkpoint``;
+    without one, those left as None built from ``init_checkpoint`` (another task module's checkpoint,
+    whose weights the module loads next) and the others as given."""
+    if tokenizer_checkpoint is not None or init_checkpoint is None:
+        return pretrained_parts(module, tokenizer_checkpoint, **parts)
+    unset = [name for name, part in parts.items() if part is None]
+    built = dict(zip(unset, pretrained_parts(module, init_checkpoint, **dict.fromkeys(unset)), strict=True))
+    return [built.get(name, part) for name, part in parts.items()]
+
+
 def config_differences(config: Any, saved: Any, key: str) -> list[str]:
     """``["model.init_args.tokenizer.init_args.token_dim: config 64, checkpoint 128", ...]``: where two
     ``class_path``/``init_args`` configs differ (none when either is no config)."""
@@ -118,3 +134,13 @@ def config_differences(config: Any, saved: Any, key: str) -> list[str]:
         elif mine != theirs:
             differences.append(f"{key}.{name}: config {mine!r}, checkpoint {theirs!r}")
     return differences
+
+
+def stored_prefix(checkpoint: dict[str, Any], name: str) -> str:
+    """Where a checkpoint keeps the weights of the part ``name``: at the top in a tokenizer-pretraining
+    checkpoint, inside the task model(s) in a VideoLLM, TextToVideo or UnifiedVideoLM one."""
+    state = checkpoint.get("state_dict", {})
+    for prefix in (name, f"model.{name}", f"model.generation.{name}", f"model.understanding.{name}"):
+        if any(key.startswith(prefix + ".") for key in state):
+            return prefix
+    return name

@@ -22,7 +22,7 @@ from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
 from vtok_lit.modules.base import TaskModule, VTokModule, required_language_model
-from vtok_lit.modules.pretrained_parts import pretrained_parts
+from vtok_lit.modules.pretrained_parts import task_parts
 
 
 class TextToVideo(TaskModule):
@@ -35,6 +35,8 @@ class TextToVideo(TaskModule):
     frames and scored like answers (``val/<benchmark>/<category>``); other records are not judged.
     """
 
+    TASK_PREFIXES = {"generation": "model."}
+
     def __init__(
         self,
         tokenizer: VideoTokenizer | None = None,
@@ -42,6 +44,7 @@ class TextToVideo(TaskModule):
         language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
+        init_checkpoint: str | None = None,
         freeze_tokenizer: bool = True,
         freeze_decoder: bool = True,
         token_head: TokenHeadName = "flow_matching",
@@ -55,6 +58,7 @@ class TextToVideo(TaskModule):
         benchmark: str = "motionshapes",
         judge: ClipJudge | None = None,
         judge_reconstructions: bool = True,
+        task_marker: str = "",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -70,6 +74,9 @@ class TextToVideo(TaskModule):
             text_tokenizer: Turns captions into ids; the built-in byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer and decoder
                 weights initialise these (and whose saved configs build them when they are unset).
+            init_checkpoint: A TextToVideo, UnifiedVideoLM or VideoLLM checkpoint to start from: its
+                tokenizer and LM, and its generation parts (decoder, token head) where it has them.
+                Same sizes needed.
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed. A trainable tokenizer
                 learns from the decoder loss alone (needs decoder_loss_weight > 0): the LM's targets are
                 detached, or the tokens would drift toward what is easy to predict.
@@ -92,6 +99,8 @@ class TextToVideo(TaskModule):
             judge_reconstructions: Also judge the decoder's rendering of the real clip's own tokens,
                 logged as ``val/<benchmark>_reconstructed/<category>``: what a perfect LM would reach
                 with this tokenizer and decoder, the ceiling of the generated clips' alignment.
+            task_marker: Text put before every caption: "[generate]" for an LM trained by
+                UnifiedVideoLM (init_checkpoint), so it reads its rows as it was trained.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
@@ -99,8 +108,8 @@ class TextToVideo(TaskModule):
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
         check_guidance(caption_dropout, guidance_scale)
-        tokenizer, decoder = pretrained_parts(
-            self, tokenizer_checkpoint, tokenizer=tokenizer, decoder=decoder
+        tokenizer, decoder = task_parts(
+            self, tokenizer_checkpoint, init_checkpoint, tokenizer=tokenizer, decoder=decoder
         )
         self.model = TextToVideoModel(
             tokenizer,
@@ -116,8 +125,10 @@ class TextToVideo(TaskModule):
             decoder_loss_weight,
             freeze_tokenizer,
             freeze_decoder,
+            task_marker,
         )
-        if tokenizer_checkpoint is None and freeze_tokenizer:
+        self.initialise_from(init_checkpoint)
+        if tokenizer_checkpoint is None and init_checkpoint is None and freeze_tokenizer:
             warnings.warn(
                 "TextToVideo: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights "
                 "(unless a checkpoint of this module is loaded into it next).",

@@ -18,7 +18,7 @@ from vtok_lit.core.unified import UnifiedVideoModel
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge
 from vtok_lit.modules.base import TaskModule, required_language_model
-from vtok_lit.modules.pretrained_parts import pretrained_parts
+from vtok_lit.modules.pretrained_parts import task_parts
 from vtok_lit.modules.text_to_video import (
     check_generation_data,
     check_guidance,
@@ -46,6 +46,8 @@ class UnifiedVideoLM(TaskModule):
     understanding overall, ``val/alignment`` the generation overall.
     """
 
+    TASK_PREFIXES = {"understanding": "model.understanding.", "generation": "model.generation."}
+
     def __init__(
         self,
         tokenizer: VideoTokenizer | None = None,
@@ -53,6 +55,7 @@ class UnifiedVideoLM(TaskModule):
         language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
+        init_checkpoint: str | None = None,
         freeze_tokenizer: bool = True,
         freeze_decoder: bool = True,
         generation_share: float = 0.5,
@@ -86,6 +89,8 @@ class UnifiedVideoLM(TaskModule):
             text_tokenizer: Turns questions, answers and captions into ids; the byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer and decoder
                 weights initialise these (and whose saved configs build them when they are unset).
+            init_checkpoint: A UnifiedVideoLM, VideoLLM or TextToVideo checkpoint to start from: each task
+                model it holds whole, the tokenizer and LM for a task it does not. Same sizes needed.
             freeze_tokenizer: Keep the tokenizer fixed. A trainable one learns from the answers and
                 the decoder's loss (needs decoder_loss_weight > 0).
             freeze_decoder: Keep the decoder fixed.
@@ -120,10 +125,10 @@ class UnifiedVideoLM(TaskModule):
         if not 0 <= generation_share <= 1:
             raise ValueError(f"generation_share must be in [0, 1], got {generation_share}")
         check_guidance(caption_dropout, guidance_scale)
-        tokenizer, decoder = pretrained_parts(
-            self, tokenizer_checkpoint, tokenizer=tokenizer, decoder=decoder
+        tokenizer, decoder = task_parts(
+            self, tokenizer_checkpoint, init_checkpoint, tokenizer=tokenizer, decoder=decoder
         )
-        if tokenizer_checkpoint is None and freeze_tokenizer:
+        if tokenizer_checkpoint is None and init_checkpoint is None and freeze_tokenizer:
             warnings.warn(
                 "UnifiedVideoLM: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights "
                 "(unless a checkpoint of this module is loaded into it next).",
@@ -148,6 +153,7 @@ class UnifiedVideoLM(TaskModule):
             freeze_decoder,
             task_markers,
         )
+        self.initialise_from(init_checkpoint)
         self.generation_share = generation_share
         self.questions_per_video = questions_per_video
         self.caption_dropout = caption_dropout

@@ -17,7 +17,7 @@ from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 from vtok_lit.metrics import AnswerAccuracy
 from vtok_lit.metrics.answer_scoring import likelihood_choices, prediction_rows, question_prompt
 from vtok_lit.modules.base import TaskModule, required_language_model
-from vtok_lit.modules.pretrained_parts import pretrained_parts
+from vtok_lit.modules.pretrained_parts import task_parts
 
 # A question of the data about one clip of a batch: the clip's index and its manifest ``qa`` record.
 ClipQuestion = tuple[int, dict[str, Any]]
@@ -37,18 +37,22 @@ class VideoLLM(TaskModule):
     which the shipped configs' checkpoint callback monitors.
     """
 
+    TASK_PREFIXES = {"understanding": "model."}
+
     def __init__(
         self,
         tokenizer: VideoTokenizer | None = None,
         language_model: LanguageModel | None = None,
         text_tokenizer: TextTokenizer | None = None,
         tokenizer_checkpoint: str | None = None,
+        init_checkpoint: str | None = None,
         freeze_tokenizer: bool = False,
         feature_cache_dir: str | None = None,
         projector_hidden_dim: int = 512,
         questions_per_video: int = 0,
         max_answer_tokens: int = 16,
         benchmark: str = "motionshapes",
+        task_marker: str = "",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -62,6 +66,9 @@ class VideoLLM(TaskModule):
             text_tokenizer: Turns questions and answers into ids; the built-in byte tokenizer when unset.
             tokenizer_checkpoint: A tokenizer-pretraining checkpoint whose tokenizer weights initialise
                 this one (and whose saved config builds it when it is unset).
+            init_checkpoint: A VideoLLM, TextToVideo or UnifiedVideoLM checkpoint to start from: its
+                tokenizer and LM, and its projector where it has one (the tokenizer is built as it saved
+                it when tokenizer and tokenizer_checkpoint are unset). Same sizes needed.
             freeze_tokenizer: Keep the tokenizer (and its frame encoder) fixed.
             feature_cache_dir: Cache frame-encoder features here when freeze_tokenizer is true: each
                 clip's features are computed in the first epoch and read back in later ones (keyed by
@@ -71,13 +78,15 @@ class VideoLLM(TaskModule):
             max_answer_tokens: Longest answer generated at validation.
             benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
                 category the data's questions name.
+            task_marker: Text that opens every question row, before the video: "[answer]" for an LM
+                trained by UnifiedVideoLM (init_checkpoint), so it reads its rows as it was trained.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
-        (tokenizer,) = pretrained_parts(self, tokenizer_checkpoint, tokenizer=tokenizer)
+        (tokenizer,) = task_parts(self, tokenizer_checkpoint, init_checkpoint, tokenizer=tokenizer)
         if feature_cache_dir is not None and not freeze_tokenizer:
             raise ValueError(
                 "feature_cache_dir caches the frame encoder's features, which a trainable tokenizer would "
@@ -91,7 +100,9 @@ class VideoLLM(TaskModule):
             max_answer_tokens,
             freeze_tokenizer,
             None if feature_cache_dir is None else FrameFeatureCache(feature_cache_dir),
+            task_marker,
         )
+        self.initialise_from(init_checkpoint)
         self.questions_per_video = questions_per_video
         self.benchmark = benchmark
 
