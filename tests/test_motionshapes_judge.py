@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY_CORPUS
 
 from vtok_lit.data.dataset import VideoTextDataset, collate_video_text
@@ -49,6 +50,25 @@ def judge_accuracy(batch: dict) -> dict[str, float]:
 def test_judge_answers_decoded_clips_like_the_corpus(decoded: dict) -> None:
     accuracy = judge_accuracy(decoded)
     assert set(accuracy) == {*QUESTION_CATEGORIES, "overall"}
+    assert min(accuracy.values()) >= MIN_ACCURACY, accuracy
+
+
+def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``(B, T, 3, H, W)`` blurred in H and W by a Gaussian of ``sigma`` pixels (edges repeated)."""
+    radius = int(3 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=video.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    frames = video.flatten(0, 2)[:, None]  # (N, 1, H, W)
+    frames = F.conv2d(F.pad(frames, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    frames = F.conv2d(F.pad(frames, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return frames.view_as(video)
+
+
+def test_judge_reads_blurred_clips(decoded: dict) -> None:
+    # A decoder's reconstruction is softer than the real clip: the judge must still read shapes a person
+    # reads at once, so that a low score on reconstructions is the decoder's, not the judge's.
+    accuracy = judge_accuracy({**decoded, "video": gaussian_blur(decoded["video"].float(), sigma=1.0)})
     assert min(accuracy.values()) >= MIN_ACCURACY, accuracy
 
 
