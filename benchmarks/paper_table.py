@@ -90,6 +90,26 @@ def run_dir(args: argparse.Namespace, name: str) -> Path:
     return args.runs_dir / name / "version_0"
 
 
+def fit_command(
+    configs: list[Path], name: str, steps: int, runs_dir: Path, data_dir: Path, limit_val_batches: float
+) -> list[str]:
+    """``vtok-lit fit`` of the configs for ``steps`` steps, validating once at the end on
+    ``limit_val_batches``, logging to ``runs_dir/name/version_0``."""
+    command = [sys.executable, "-m", "vtok_lit", "fit"]
+    for config in configs:
+        command += ["-c", str(config)]
+    return command + [
+        f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={steps}",
+        f"--trainer.limit_val_batches={limit_val_batches}",
+        f"--trainer.default_root_dir={runs_dir / name}",
+        f"--trainer.logger.init_args.save_dir={runs_dir}",
+        f"--trainer.logger.init_args.name={name}",
+        "--trainer.logger.init_args.version=0",
+        f"--data.init_args.data_dir={data_dir}",
+    ]
+
+
 def fit(
     configs: list[Path], name: str, steps: int, args: argparse.Namespace, *overrides: str
 ) -> float | None:
@@ -100,21 +120,8 @@ def fit(
     if args.reuse_finished and (run_dir(args, name) / "checkpoints" / "last.ckpt").is_file():
         print(f"reusing the finished run {run_dir(args, name)}", flush=True)
         return None
-    command = [sys.executable, "-m", "vtok_lit", "fit"]
-    for config in configs:
-        command += ["-c", str(config)]
-    command += [
-        f"--trainer.max_steps={steps}",
-        f"--trainer.val_check_interval={steps}",
-        f"--trainer.limit_val_batches={args.limit_val_batches}",
-        f"--trainer.default_root_dir={args.runs_dir / name}",
-        f"--trainer.logger.init_args.save_dir={args.runs_dir}",
-        f"--trainer.logger.init_args.name={name}",
-        "--trainer.logger.init_args.version=0",
-        f"--data.init_args.data_dir={args.data_dir}",
-        *overrides,
-        *args.extra,
-    ]
+    command = fit_command(configs, name, steps, args.runs_dir, args.data_dir, args.limit_val_batches)
+    command += [*overrides, *args.extra]
     print("$", " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)

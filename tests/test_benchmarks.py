@@ -373,3 +373,63 @@ def test_training_step(benchmarks, tmp_path: Path) -> None:
     assert video_decoders.LOCALITY_BIAS_FLOOR == -50.0  # the floor is back after the timing
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         benchmarks("training_step").main([*arguments, "--checkpoint", str(tmp_path / "missing.ckpt")])
+
+
+def test_unified_vs_separate_collects_finished_runs(
+    benchmarks: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    # What each run logs: the unified one both tasks' figures under their own prefixes.
+    logged = {
+        "unified": {
+            "val/motionshapes/understanding/overall": 0.6,
+            "val/motionshapes/generation/overall": 0.2,
+            "val/motionshapes/generation_reconstructed/overall": 0.3,
+        },
+        "understanding": {"val/motionshapes/overall": 0.5},
+        "generation": {"val/motionshapes/overall": 0.1, "val/motionshapes_reconstructed/overall": 0.3},
+    }
+    for run, scalars in logged.items():
+        run_dir = tmp_path / "runs" / f"{run}_vtok" / "version_0"
+        run_dir.mkdir(parents=True)
+        tokenizer = {
+            "class_path": "vtok_lit.core.VTokTokenizer",
+            "init_args": {"frame_encoder": {"class_path": "vtok_lit.core.ConvFrameEncoder"}},
+        }
+        (run_dir / "hparams.yaml").write_text(yaml.safe_dump({"tokenizer": tokenizer, "num_frames": 16}))
+        (run_dir / "resources.json").write_text('{"wall_seconds": 10.0, "peak_rss_gb": 1.5}')
+        writer = SummaryWriter(str(run_dir))
+        for step in range(4):
+            writer.add_scalar("train/loss", 1.0, step)
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, 3)
+        writer.close()
+
+    report = benchmarks("unified_vs_separate").main(
+        [
+            "--collect",
+            "--checkpoint",
+            "vtok=unused.ckpt",
+            "--steps",
+            "4",
+            "--repeats",
+            "0",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    answers = {
+        row["training"]: row for row in report["tables"]["Understanding: held-out answer accuracy (%)"]
+    }
+    assert answers["one LM, both tasks"]["answer_overall"] == pytest.approx(60.0)
+    assert answers["understanding alone"]["answer_overall"] == pytest.approx(50.0)
+    judged = {
+        row["training"]: row
+        for row in report["tables"]["Generation: the judge's alignment of generated clips (%)"]
+    }
+    assert judged["one LM, both tasks"]["judge_overall"] == pytest.approx(20.0)
+    assert judged["generation alone"]["ceiling_overall"] == pytest.approx(30.0)
+    assert {row["tokens"] for row in report["tables"]["Cost"]} == {31}
