@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli import CONF, cli_args
+from test_cli import CONF, cli_args, manifest_of
 from test_text_to_video import colour_tokenizer_checkpoint, write_colour_corpus
 
 from vtok_lit.cli import main
@@ -281,3 +281,14 @@ def test_a_short_fit_learns_to_answer_and_to_write_the_colour(tmp_path: Path) ->
     # Four colours: chance is 0.25 for the answer and for the judge's reading of the written clip.
     assert metrics["val/motionshapes/understanding/color"] >= 0.75, metrics
     assert metrics["val/motionshapes/generation/color"] >= 0.75, metrics
+
+
+def test_clips_without_questions_are_an_error_unless_every_clip_is_written(
+    tmp_path: Path, tiny_corpus: Path
+) -> None:
+    manifest = f"--data.init_args.manifest={manifest_of(tmp_path, tiny_corpus, (), with_qa=False)}"
+    with pytest.raises(ValueError, match=r"UnifiedVideoLM learns from.*no clip of split 'train'"):
+        main(["fit", *cli_args("unified_tiny.yaml", tmp_path, manifest)])
+    main(
+        ["fit", *cli_args("unified_tiny.yaml", tmp_path, manifest, "--model.init_args.generation_share=1.0")]
+    )

@@ -32,8 +32,8 @@ from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 
 # What opens each row of the unified LM: the task it is.
-UNDERSTANDING_MARKER = "[answer]"
-GENERATION_MARKER = "[generate]"
+UNDERSTANDING_MARKER = "<answer>"
+GENERATION_MARKER = "<generate>"
 
 
 class UnifiedVideoModel(nn.Module):

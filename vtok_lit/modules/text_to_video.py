@@ -99,7 +99,7 @@ class TextToVideo(TaskModule):
             judge_reconstructions: Also judge the decoder's rendering of the real clip's own tokens,
                 logged as ``val/<benchmark>_reconstructed/<category>``: what a perfect LM would reach
                 with this tokenizer and decoder, the ceiling of the generated clips' alignment.
-            task_marker: Text put before every caption: "[generate]" for an LM trained by
+            task_marker: Text put before every caption: "<generate>" for an LM trained by
                 UnifiedVideoLM (init_checkpoint), so it reads its rows as it was trained.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.

@@ -26,7 +26,13 @@ from vtok_lit.modules.text_to_video import (
     log_generation_metrics,
     score_generation,
 )
-from vtok_lit.modules.video_llm import draw_clip_questions, log_answer_accuracy, question_rows, score_answers
+from vtok_lit.modules.video_llm import (
+    draw_clip_questions,
+    log_answer_accuracy,
+    question_rows,
+    require_questions,
+    score_answers,
+)
 
 
 class UnifiedVideoLM(TaskModule):
@@ -102,7 +108,7 @@ class UnifiedVideoLM(TaskModule):
             visual_loss_weight: Weight of the written tokens' loss (L_visLM).
             decoder_loss_weight: Weight of the decoder's loss on the generation clips (L_dec); needs
                 freeze_decoder false.
-            task_markers: Open question rows with "[answer]" and captions with "[generate]", so the LM
+            task_markers: Open question rows with "<answer>" and captions with "<generate>", so the LM
                 knows which task a row is.
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
             max_answer_tokens: Longest answer generated at validation.
@@ -171,6 +177,8 @@ class UnifiedVideoLM(TaskModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         check_generation_data(self, self.model.generation)
+        if self.generation_share < 1:
+            require_questions(self)
 
     def split_clips(self, batch_size: int) -> tuple[list[int], list[int]]:
         """The clips of a batch asked questions and those written from captions (the last ones)."""

@@ -16,7 +16,7 @@ from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 from vtok_lit.metrics import AnswerAccuracy
 from vtok_lit.metrics.answer_scoring import likelihood_choices, prediction_rows, question_prompt
-from vtok_lit.modules.base import TaskModule, required_language_model
+from vtok_lit.modules.base import TaskModule, VTokModule, required_language_model
 from vtok_lit.modules.pretrained_parts import task_parts
 
 # A question of the data about one clip of a batch: the clip's index and its manifest ``qa`` record.
@@ -78,7 +78,7 @@ class VideoLLM(TaskModule):
             max_answer_tokens: Longest answer generated at validation.
             benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
                 category the data's questions name.
-            task_marker: Text that opens every question row, before the video: "[answer]" for an LM
+            task_marker: Text that opens every question row, before the video: "<answer>" for an LM
                 trained by UnifiedVideoLM (init_checkpoint), so it reads its rows as it was trained.
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
@@ -112,15 +112,7 @@ class VideoLLM(TaskModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         self.check_frames_fit(self.tokenizer)
-        datamodule = self._datamodule()
-        for role, dataset in getattr(datamodule, "datasets", {}).items():
-            if not any(record.qa for record in dataset.records):
-                split = datamodule.splits.get(role, role)
-                raise ValueError(
-                    f"VideoLLM learns from, is scored on and answers questions, but no clip of split "
-                    f"{split!r} "
-                    f"(for {role}) in {datamodule.manifest_path} has any: add 'qa' to its manifest lines."
-                )
+        require_questions(self)
 
     def clip_questions(self, questions: list[list[dict[str, Any]]], sample: bool) -> list[ClipQuestion]:
         """The questions of a batch (``questions_per_video`` drawn per clip when ``sample``)."""
@@ -238,3 +230,16 @@ def log_answer_accuracy(module: LightningModule, accuracy: AnswerAccuracy, prefi
     module.log_dict({f"{prefix}/{name}": value for name, value in figures.items()})
     accuracy.reset()
     return figures["overall"]
+
+
+def require_questions(module: VTokModule) -> None:
+    """Refuse data of which a split the trainer uses has no question at all, naming the split and file."""
+    datamodule = module._datamodule()
+    for role, dataset in getattr(datamodule, "datasets", {}).items():
+        if not any(record.qa for record in dataset.records):
+            split = datamodule.splits.get(role, role)
+            raise ValueError(
+                f"{type(module).__name__} learns from, is scored on and answers questions, but no clip of "
+                f"split {split!r} (for {role}) in {datamodule.manifest_path} has any: add 'qa' to its "
+                "manifest lines."
+            )
