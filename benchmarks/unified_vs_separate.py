@@ -182,8 +182,9 @@ def build(run: str, tokenizer: str, args: argparse.Namespace) -> Any:
 
 def time_steps(tokenizer: str, args: argparse.Namespace) -> dict[str, Any]:
     """Seconds of a unified training step and of the two single-task steps on the same clips."""
-    unified, understanding, generation = (build(run, tokenizer, args).model for run in RUNS)
-    data = build("unified", tokenizer, args).datamodule
+    unified_cli = build("unified", tokenizer, args)
+    unified, data = unified_cli.model, unified_cli.datamodule
+    understanding, generation = (build(run, tokenizer, args).model for run in ("understanding", "generation"))
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     asked, written = range(args.clips), range(args.clips, 2 * args.clips)

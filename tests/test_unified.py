@@ -163,6 +163,14 @@ def test_fit_and_validate_log_both_benchmark_loops(tmp_path: Path) -> None:
         assert key in scalars, key
     (checkpoint,) = (tmp_path / "runs" / "tiny_unified").rglob("*.ckpt")
     main(["validate", *cli_args("unified_tiny.yaml", tmp_path), f"--ckpt_path={checkpoint}"])
+    # A VideoLLM started from it builds its tokenizer as the unified run saved it, with its weights.
+    language_model = TransformerLM(hidden_size=32, num_layers=1, num_heads=2, max_seq_len=256)
+    understanding = VideoLLM(
+        language_model=language_model, projector_hidden_dim=32, init_checkpoint=str(checkpoint)
+    )
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    for name, value in understanding.model.tokenizer.state_dict().items():
+        assert torch.equal(value, saved[f"model.understanding.tokenizer.{name}"]), name
 
 
 # Weights moving between the task modules ------------------------------------------------------------

@@ -18,8 +18,6 @@ decoder_loss_weight * L_dec``; the tokenizer runs once on the batch's clips for 
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
@@ -113,7 +111,6 @@ class UnifiedVideoModel(nn.Module):
             task_marker=GENERATION_MARKER if task_markers else "",
         )
         self.understanding_loss_weight = understanding_loss_weight
-        self.freeze_tokenizer = freeze_tokenizer
 
     @property
     def tokenizer(self) -> VideoTokenizer:
@@ -152,13 +149,15 @@ class UnifiedVideoModel(nn.Module):
             raise ValueError(f"{len(generation_clips)} generation clips but {len(captions)} captions")
         if not rows and not generation_clips:
             raise ValueError("a batch needs question rows or generation clips")
-        frozen = torch.no_grad() if self.freeze_tokenizer else contextlib.nullcontext()
-        with frozen:
-            tokens = self.generation.target_tokens(video)
+        tokens = self.generation.target_tokens(video)
         losses: dict[str, torch.Tensor] = {}
         total = video.new_zeros(())
         if rows:
-            prefix = self.understanding.project_tokens(tokens)
+            # Only the clips asked about go through the projector; the rows then index those.
+            asked = sorted({row.clip for row in rows})
+            position = {clip: index for index, clip in enumerate(asked)}
+            prefix = self.understanding.project_tokens(tokens.select(asked))
+            rows = [row._replace(clip=position[row.clip]) for row in rows]
             losses["understanding_loss"] = self.understanding.loss(prefix, rows)
             total = total + self.understanding_loss_weight * losses["understanding_loss"]
         if generation_clips:

@@ -17,6 +17,7 @@ from torch import nn
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.modules.checkpoints import CheckpointMismatchError, load_part_weights, read_checkpoint
+from vtok_lit.modules.task_weights import module_task_prefixes
 
 # The parts a pretraining checkpoint holds, by their attribute and init-argument name.
 PART_TYPES: dict[str, type[nn.Module]] = {"tokenizer": VideoTokenizer, "decoder": VideoDecoder}
@@ -138,9 +139,10 @@ def config_differences(config: Any, saved: Any, key: str) -> list[str]:
 
 def stored_prefix(checkpoint: dict[str, Any], name: str) -> str:
     """Where a checkpoint keeps the weights of the part ``name``: at the top in a tokenizer-pretraining
-    checkpoint, inside the task model(s) in a VideoLLM, TextToVideo or UnifiedVideoLM one."""
+    checkpoint, inside a task model (its module's ``TASK_PREFIXES``) in a task module's one."""
     state = checkpoint.get("state_dict", {})
-    for prefix in (name, f"model.{name}", f"model.generation.{name}", f"model.understanding.{name}"):
+    task_prefixes = module_task_prefixes(checkpoint.get("vtok_lit", {}).get("module", "")) or {}
+    for prefix in (name, *(task_prefix + name for task_prefix in task_prefixes.values())):
         if any(key.startswith(prefix + ".") for key in state):
             return prefix
     return name

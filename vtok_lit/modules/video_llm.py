@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
@@ -224,7 +223,7 @@ def score_answers(
     return loss, prediction_rows(records, predictions)
 
 
-def log_answer_accuracy(module: LightningModule, accuracy: AnswerAccuracy, prefix: str) -> torch.Tensor:
+def log_answer_accuracy(module: VTokModule, accuracy: AnswerAccuracy, prefix: str) -> torch.Tensor:
     """Logs an epoch's accuracy per category as ``<prefix>/<category>``, resets it, returns the overall."""
     figures = accuracy.compute()
     module.log_dict({f"{prefix}/{name}": value for name, value in figures.items()})
