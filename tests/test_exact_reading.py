@@ -230,25 +230,46 @@ def test_the_dataset_samples_inside_a_records_segment(hard_clips: dict[str, Path
     assert item["frame_indices"].tolist() == [10, 13, 16, 19]
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.9])
-def test_a_truncated_file_is_an_error_naming_it_not_a_shorter_clip(tmp_path: Path, fraction: float) -> None:
-    whole = encode(
-        tmp_path / "whole.mp4",
-        "libx264",
-        num_frames=60,
-        options={"bframes": "3", "keyint": "12"},
-        container_options={"movflags": "faststart"},
-    )
-    data = whole.read_bytes()
-    truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(data[: int(len(data) * fraction)])
+def packet_spans(path: Path) -> list[tuple[int, int]]:
+    """Where each packet's bytes start and end in the file, in file order."""
+    with av.open(str(path)) as container:
+        spans = [(p.pos, p.pos + p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    return sorted(spans)
+
+
+def cut_points(path: Path) -> dict[str, int]:
+    """Bytes to cut a file at: half and 90% of it, inside packet 20, and between packets 20 and 21
+    (the cut that leaves every packet whole; where half the file falls depends on the encoder)."""
+    size, spans = path.stat().st_size, packet_spans(path)
+    start, end = spans[20]
+    return {
+        "half": size // 2,
+        "ninety_percent": int(size * 0.9),
+        "inside_a_packet": (start + end) // 2,
+        "between_packets": end,
+    }
+
+
+@pytest.mark.parametrize("cut", ["half", "ninety_percent", "inside_a_packet", "between_packets"])
+@pytest.mark.parametrize("container", ["mp4", "avi"])
+def test_a_truncated_file_is_an_error_naming_it_not_a_shorter_clip(
+    tmp_path: Path, container: str, cut: str
+) -> None:
+    codec, options = ("libx264", {"bframes": "3", "keyint": "12"}) if container == "mp4" else ("mpeg4", {})
+    # faststart puts the MP4 index first, so a cut keeps it (without it, no cut file opens at all).
+    movflags = {"movflags": "faststart"} if container == "mp4" else {}
+    whole = encode(tmp_path / f"whole.{container}", codec, 60, options=options, container_options=movflags)
+    truncated = tmp_path / f"truncated.{container}"
+    truncated.write_bytes(whole.read_bytes()[: cut_points(whole)[cut]])
     for backend in VIDEO_BACKENDS:
-        with pytest.raises(VideoDecodeError, match=r"truncated\.mp4 is damaged .* the container lists 60"):
+        with pytest.raises(
+            VideoDecodeError, match=rf"truncated\.{container} is damaged .* the container lists 60"
+        ):
             read_clip(truncated, 4, backend=backend)
     record = ManifestRecord(video=truncated, caption="half a clip", line=7, manifest=tmp_path / "m.jsonl")
-    with pytest.raises(VideoDecodeError, match=r"m\.jsonl line 7: .*truncated\.mp4 is damaged"):
+    with pytest.raises(VideoDecodeError, match=rf"m\.jsonl line 7: .*truncated\.{container} is damaged"):
         VideoTextDataset([record], num_frames=4)[0]
-    with pytest.warns(UserWarning, match=r"line 7: skipping .*truncated\.mp4"):
+    with pytest.warns(UserWarning, match=rf"line 7: skipping .*truncated\.{container}"):
         assert VideoTextDataset([record], num_frames=4, bad_video_policy="skip")[0] is None
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # Frame indices of files a process has opened; an entry is a few arrays, so thousands fit easily.
 _CACHE_SIZE = 4096
 _cache: OrderedDict[tuple[str, int, int], FrameIndex] = OrderedDict()
+# An AVI packet's position is its data; the chunk's id and size come before it.
+_CHUNK_HEADER_BYTES = 8
 
 
 class VideoDecodeError(ValueError):
@@ -113,7 +115,8 @@ def build_frame_index(path: str | os.PathLike) -> FrameIndex:
             if not container.streams.video:
                 raise VideoDecodeError(f"cannot decode {path}: no video stream")
             stream = _threaded(container.streams.video[0])
-            pts, dts, keys = _demux(container, stream, path)
+            pts, dts, keys, packets, packets_end = _demux(container, stream, path)
+            _check_not_cut_between_packets(path, packets, packets_end, int(stream.frames or 0))
             if not pts.size:
                 raise VideoDecodeError(f"cannot decode {path}: no video frames")
             order = np.argsort(pts, kind="stable")
@@ -165,12 +168,35 @@ def _threaded(stream: av.video.stream.VideoStream) -> av.video.stream.VideoStrea
     return stream
 
 
+def _check_not_cut_between_packets(path: str, packets: int, packets_end: int, header_frames: int) -> None:
+    """Refuse a file that ends right after a whole packet while its container lists more frames.
+
+    A cut inside a packet marks that packet corrupt (see ``_demux``); a cut that falls between two
+    packets leaves every packet whole, and the file would read as a shorter clip. Such a file ends
+    where its last packet ends (within an AVI chunk header), whereas a header that merely overstates
+    the count is followed by the container's index, which is read as it decodes (with a warning).
+    """
+    size = os.path.getsize(path)
+    if header_frames > packets and packets_end >= 0 and size - packets_end <= _CHUNK_HEADER_BYTES:
+        raise VideoDecodeError(
+            f"{path} is damaged (truncated): the file ends at byte {size}, right after packet "
+            f"{packets}; {packets} frames come before its end, the container lists {header_frames}"
+        )
+
+
 def _demux(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Presentation and decode timestamps and keyframe flags of the packets that show a frame."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Presentation and decode timestamps and keyframe flags of the packets that show a frame; how
+    many packets hold data (shown or not) and the byte where the last of them ends (-1 when the
+    demuxer gives no positions)."""
     pts, dts, keys = [], [], []
+    packets, packets_end = 0, -1
     for packet in container.demux(stream):
+        if packet.size:
+            packets += 1
+            if packet.pos is not None and packet.pos >= 0:
+                packets_end = max(packets_end, packet.pos + packet.size)
         # The empty packet at the end flushes the decoder; discarded ones (outside an edit list)
         # decode but are never shown.
         if packet.size == 0 or packet.is_discard:
@@ -186,7 +212,7 @@ def _demux(
         pts.append(shown)
         dts.append(packet.dts if packet.dts is not None else shown)
         keys.append(packet.is_keyframe)
-    return np.asarray(pts, np.int64), np.asarray(dts, np.int64), np.asarray(keys, bool)
+    return np.asarray(pts, np.int64), np.asarray(dts, np.int64), np.asarray(keys, bool), packets, packets_end
 
 
 def _decode_tail(
