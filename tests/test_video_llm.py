@@ -39,6 +39,24 @@ def test_labels_cover_exactly_the_answer() -> None:
     torch.testing.assert_close(sequences.inputs_embeds[1, 3:8], prefix[1])
 
 
+def test_each_position_passes_its_gradient_to_its_own_video_token_or_text_embedding() -> None:
+    prefix = torch.randn(2, 3, HIDDEN, requires_grad=True)
+    embedding = torch.nn.Embedding(50, HIDDEN)
+    sequences = build_lm_sequences(prefix, [[10, 11], [12]], [[13], [14]], embedding, max_length=64)
+    weights = torch.randn_like(sequences.inputs_embeds)
+    prefix_grad, table_grad = torch.autograd.grad(
+        (sequences.inputs_embeds * weights).sum(), [prefix, embedding.weight]
+    )
+    # Row 0 holds 3 text tokens (video at 0-2, text at 3-5); row 1 holds 2 and is padded by one.
+    torch.testing.assert_close(prefix_grad, torch.stack([weights[0, :3], weights[1, 1:4]]))
+    for row, first_text, ids in [(0, 3, [10, 11, 13]), (1, 4, [12, 14])]:
+        for position, token in enumerate(ids, start=first_text):
+            torch.testing.assert_close(table_grad[token], weights[row, position])
+    assert table_grad[[t for t in range(50) if t not in (10, 11, 12, 13, 14)]].abs().sum() == 0
+    assert sequences.attention_mask.tolist() == [[True] * 6, [False] + [True] * 5]
+    assert not sequences.inputs_embeds[1, 0].any()
+
+
 def test_long_prompt_is_cut_from_its_start_never_the_video() -> None:
     prefix = torch.randn(1, 8, HIDDEN)
     with pytest.warns(UserWarning, match="first 4 tokens are dropped"):

@@ -81,19 +81,27 @@ def build_lm_sequences(
 
     length = prefix_length + max(len(prompt) + len(answer) for prompt, answer in rows)
     device = prefix_embeds.device
-    inputs_embeds = prefix_embeds.new_zeros(num_rows, length, hidden)
-    attention_mask = torch.zeros(num_rows, length, dtype=torch.bool, device=device)
-    labels = torch.full((num_rows, length), IGNORE_INDEX, dtype=torch.long, device=device)
+    texts = [prompt + answer for prompt, answer in rows]
+    all_text = torch.tensor([token for text in texts for token in text], dtype=torch.long, device=device)
+    # One gather from [padding | every row's video tokens | every row's text] lays the rows out: its
+    # backward is one scatter, where writing row by row into a zero tensor costs a copy of the whole
+    # batch per write.
+    padding = prefix_embeds.new_zeros(1, hidden)
+    text_embeds = embed_tokens(all_text[None])[0].to(prefix_embeds.dtype) if len(all_text) else padding[:0]
+    source = torch.cat([padding, prefix_embeds.reshape(-1, hidden), text_embeds])
+    gather = torch.zeros(num_rows, length, dtype=torch.long)
+    labels = torch.full((num_rows, length), IGNORE_INDEX, dtype=torch.long)
+    text_offset = 1 + num_rows * prefix_length
     for row, (prompt, answer) in enumerate(rows):
-        text = torch.tensor(prompt + answer, dtype=torch.long, device=device)
-        start = length - prefix_length - len(text)
-        inputs_embeds[row, start : start + prefix_length] = prefix_embeds[row]
-        if len(text):
-            inputs_embeds[row, start + prefix_length :] = embed_tokens(text[None])[0]
-        attention_mask[row, start:] = True
+        text_length = len(prompt) + len(answer)
+        start = length - prefix_length - text_length
+        gather[row, start : start + prefix_length] = torch.arange(prefix_length) + 1 + row * prefix_length
+        gather[row, start + prefix_length :] = torch.arange(text_length) + text_offset
+        text_offset += text_length
         if answer:
-            labels[row, length - len(answer) :] = text[len(prompt) :]
-    return LMSequences(inputs_embeds, attention_mask, labels)
+            labels[row, length - len(answer) :] = torch.tensor(answer)
+    gather = gather.to(device)
+    return LMSequences(source[gather], gather > 0, labels.to(device))
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
