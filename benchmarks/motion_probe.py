@@ -6,7 +6,9 @@ split and scored on the val split:
 
 - direction: left, right, up, down or still (5 classes), accuracy;
 - state: grows, fades or unchanged (3 classes), accuracy;
-- displacement: the object's (dx, dy) from the first to the last frame, R^2 of a ridge regression.
+- displacement: the object's (dx, dy) from the first to the last frame, R^2 of a ridge regression;
+- shape: circle, square or triangle (3 classes), accuracy, from every token only: what the object
+  is, which a decoder must draw for the judge to name it (the generation ceiling).
 
 Each probe reads the tokens that describe time (a VTok tokenizer's residual tokens) and, separately,
 every token of the clip. The L2 strength of each probe is chosen by cross-validation on the train
@@ -42,7 +44,7 @@ from vtok_lit.data.dataset import square_resize  # noqa: E402
 from vtok_lit.data.manifest import read_manifest  # noqa: E402
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes  # noqa: E402
 from vtok_lit.data.motionshapes.vocabulary import DIRECTIONS as MOVES  # noqa: E402
-from vtok_lit.data.motionshapes.vocabulary import STATES  # noqa: E402
+from vtok_lit.data.motionshapes.vocabulary import SHAPES, STATES  # noqa: E402
 from vtok_lit.data.video_io import read_clip  # noqa: E402
 from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
 
@@ -70,7 +72,12 @@ def build_tokenizer(configs: list[Path], checkpoint: Path | None) -> tuple[Video
 def clip_labels(record: Any) -> dict[str, Any]:
     (obj,) = record.meta["objects"]
     (x0, y0), (x1, y1) = obj["start_center"], obj["end_center"]
-    return {"direction": obj["direction"], "state": obj["state"], "displacement": (x1 - x0, y1 - y0)}
+    return {
+        "direction": obj["direction"],
+        "state": obj["state"],
+        "displacement": (x1 - x0, y1 - y0),
+        "shape": obj["shape"],
+    }
 
 
 @torch.no_grad()
@@ -244,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "direction": torch.tensor([DIRECTIONS.index(lab["direction"]) for lab in labels[split]]),
                 "state": torch.tensor([STATES.index(lab["state"]) for lab in labels[split]]),
                 "displacement": torch.tensor([lab["displacement"] for lab in labels[split]]) / image_size,
+                "shape": torch.tensor([SHAPES.index(lab["shape"]) for lab in labels[split]]),
             }
             for split in splits
         }
@@ -267,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row[f"{view}_{target}"] = probe(
                     train, test, targets["train"][target], targets["val"][target], classes
                 )
+        train, test = features["train"]["all"], features["val"]["all"]
+        row["all_shape"] = probe(train, test, targets["train"]["shape"], targets["val"]["shape"], len(SHAPES))
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
 
@@ -278,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 val_targets[target].bincount().max() / len(val_targets[target])
             )
         chance[f"{view}_displacement"] = 0.0
+    chance["all_shape"] = float(val_targets["shape"].bincount().max() / len(val_targets["shape"]))
     rows.append(chance)
 
     percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
@@ -292,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Column(f"state % ({label})", f"{view}_state", percent),
             Column(f"displacement R^2 ({label})", f"{view}_displacement", ".3f"),
         ]
+    columns.append(Column("shape % (all tokens)", "all_shape", percent))
     notes = [
         f"Linear probes of frozen tokens on single-object MotionShapes clips: fitted on {args.num_train} "
         f"clips, scored on {args.num_val} others (corpus seed {args.corpus_seed}). 'time tokens' are a VTok "

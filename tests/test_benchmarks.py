@@ -264,10 +264,11 @@ def test_motion_probe(benchmarks, tmp_path: Path) -> None:
     assert [row["tokenizer"] for row in rows] == ["tiny_trained", "tiny_random", "chance (majority class)"]
     for row in rows[:2]:
         assert row["tokens"] == 4 + 7  # 2x2 key-frame cells + one residual token per later frame (T=8)
-        for key in ("time_direction", "all_direction", "time_state", "all_state"):
+        for key in ("time_direction", "all_direction", "time_state", "all_state", "all_shape"):
             assert 0.0 <= row[key] <= 1.0
         assert math.isfinite(row["time_displacement"]) and row["time_displacement"] <= 1.0
     assert "direction % (time tokens)" in table_header(markdown)
+    assert "shape % (all tokens)" in table_header(markdown)
     with pytest.raises(SystemExit, match="no file at"):
         motion_probe.main(["--random-init", f"x={tmp_path / 'missing.yaml'}"])
 
