@@ -23,6 +23,63 @@ import torch
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def build_run(configs: Sequence[Path]) -> Any:
+    """The LightningCLI of a run's configs, built without running: its ``model`` and ``datamodule``.
+
+    A run's saved ``config.yaml`` also holds the subcommand's own keys, which a bare build refuses,
+    so only ``seed_everything``, ``model`` and ``data`` are read from each file.
+    """
+    import yaml
+
+    from vtok_lit.cli import main as cli_main
+
+    overlays = []
+    for config in configs:
+        settings = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+        settings = {key: settings[key] for key in ("seed_everything", "model", "data") if key in settings}
+        overlays += ["-c", yaml.safe_dump(settings)]
+    return cli_main([*overlays, "--trainer.logger=false"], run=False)
+
+
+def parse_entries(entries: list[str], flag: str) -> list[tuple[str, list[Path]]]:
+    """``NAME=PATH[,PATH...]`` entries as (name, paths), every path checked."""
+    parsed = []
+    for entry in entries:
+        name, sep, paths = entry.partition("=")
+        if not sep or not name or not paths:
+            raise SystemExit(f"{flag} {entry!r}: expected NAME=PATH")
+        for path in paths.split(","):
+            if not Path(path).is_file():
+                raise SystemExit(f"{flag} {entry!r}: no file at {path}")
+        parsed.append((name, [Path(path) for path in paths.split(",")]))
+    return parsed
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Adds ``--checkpoint NAME=CKPT``, repeatable: ``what`` says which module's checkpoints."""
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help=f"{what}; its run's config.yaml must sit beside checkpoints/ (repeat for more)",
+    )
+
+
+def checkpoint_runs(parser: argparse.ArgumentParser, entries: list[str]) -> list[tuple[str, Path, Path]]:
+    """``--checkpoint`` entries as (name, checkpoint, the ``config.yaml`` its run saved beside
+    ``checkpoints/``); exits naming the entry when none is given or a file is missing."""
+    runs = []
+    for name, (checkpoint, *_) in parse_entries(entries, "--checkpoint"):
+        config = checkpoint.parent.parent / "config.yaml"
+        if not config.is_file():
+            raise SystemExit(f"{name}: no config.yaml at {config} (the run's saved config)")
+        runs.append((name, checkpoint, config))
+    if not runs:
+        parser.error("name at least one --checkpoint")
+    return runs
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None, warmup: int) -> None:
     """Adds ``--repeats``, ``--warmup``, ``--seed``, ``--threads`` and ``--output-dir``.
 

@@ -31,13 +31,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Column, machine_info, write_report  # noqa: E402
+from harness import (  # noqa: E402
+    Column,
+    add_checkpoint_argument,
+    build_run,
+    machine_info,
+    parse_entries,
+    write_report,
+)
 
-from vtok_lit.cli import main as cli_main  # noqa: E402
 from vtok_lit.core.tokenizers import VideoTokenizer  # noqa: E402
 from vtok_lit.core.tokens import TokenKind  # noqa: E402
 from vtok_lit.data.dataset import square_resize  # noqa: E402
@@ -55,13 +60,7 @@ FOLDS = 3
 
 def build_tokenizer(configs: list[Path], checkpoint: Path | None) -> tuple[VideoTokenizer, int, int]:
     """The run's tokenizer (checkpoint weights, or random ones), its clip length and frame size."""
-    overlays = []
-    for config in configs:
-        # A run's saved config.yaml also holds the subcommand's own keys, which a bare build refuses.
-        settings = yaml.safe_load(config.read_text(encoding="utf-8"))
-        settings = {key: settings[key] for key in ("seed_everything", "model", "data") if key in settings}
-        overlays += ["-c", yaml.safe_dump(settings)]
-    cli = cli_main([*overlays, "--trainer.logger=false"], run=False)
+    cli = build_run(configs)
     tokenizer = cli.model.tokenizer
     if checkpoint is not None:
         load_part_weights(tokenizer, str(checkpoint), "tokenizer")
@@ -172,31 +171,11 @@ def probe(
     return score(fit(x_train, y_train, best), x_test, y_test)
 
 
-def parse_entries(entries: list[str], flag: str) -> list[tuple[str, list[Path]]]:
-    """``NAME=PATH[,PATH...]`` entries as (name, paths), every path checked."""
-    parsed = []
-    for entry in entries:
-        name, sep, paths = entry.partition("=")
-        if not sep or not name or not paths:
-            raise SystemExit(f"{flag} {entry!r}: expected NAME=PATH")
-        for path in paths.split(","):
-            if not Path(path).is_file():
-                raise SystemExit(f"{flag} {entry!r}: no file at {path}")
-        parsed.append((name, [Path(path) for path in paths.split(",")]))
-    return parsed
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        metavar="NAME=CKPT",
-        help="a pretraining checkpoint; its run's config.yaml must sit beside checkpoints/",
-    )
+    add_checkpoint_argument(parser, "a tokenizer-pretraining checkpoint")
     parser.add_argument(
         "--random-init",
         action="append",

@@ -27,8 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Column, machine_info, write_report  # noqa: E402
-from motion_probe import parse_entries  # noqa: E402
+from harness import Column, add_checkpoint_argument, checkpoint_runs, machine_info, write_report  # noqa: E402
 
 from vtok_lit.core.tokens import TokenKind  # noqa: E402
 from vtok_lit.data.datamodule import VideoTextDataModule  # noqa: E402
@@ -76,23 +75,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint", action="append", default=[], metavar="NAME=CKPT", help="a VideoLLM checkpoint"
-    )
+    add_checkpoint_argument(parser, "a VideoLLM checkpoint")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--max-clips", type=int, default=None, help="held-out clips to answer (all)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="understanding_breakdown", help="file stem of the report")
     args = parser.parse_args(argv)
-    entries = parse_entries(args.checkpoint, "--checkpoint")
-    if not entries:
-        parser.error("name at least one --checkpoint")
-
     rows = []
-    for name, (checkpoint,) in entries:
-        config = checkpoint.parent.parent / "config.yaml"
-        if not config.is_file():
-            raise SystemExit(f"{name}: no config.yaml at {config} (the run's saved config)")
+    runs = checkpoint_runs(parser, args.checkpoint)
+    for name, checkpoint, config in runs:
         model = VideoLLM.load_from_checkpoint(checkpoint, map_location="cpu").eval()
         datamodule = VideoTextDataModule(**run_data_settings(config))
         datamodule.prepare_data()
@@ -133,9 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "Accuracy of each understanding checkpoint on the held-out clips of its run, per question "
         "category and per number of objects in the clip; 'other clip's residuals' answers with each "
         "clip's residual tokens replaced by the next clip's (key-frame tokens kept).",
-        "Runs: " + "; ".join(f"{name}: {paths[0]}" for name, paths in entries),
+        "Runs: " + "; ".join(f"{name}: {checkpoint}" for name, checkpoint, _ in runs),
     ]
-    settings = {"checkpoints": {name: str(paths[0]) for name, paths in entries}, "max_clips": args.max_clips}
+    settings = {
+        "checkpoints": {name: str(checkpoint) for name, checkpoint, _ in runs},
+        "max_clips": args.max_clips,
+    }
     return write_report(
         args.name,
         "Understanding by category and objects per clip",

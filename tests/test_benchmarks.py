@@ -225,29 +225,36 @@ def test_paper_table_trains_both_tasks_on_their_own_pretraining(
     )
 
 
-def test_motion_probe(benchmarks, tmp_path: Path) -> None:
+TINY_PRETRAINING = ROOT / "tests" / "conf" / "pretraining_tiny.yaml"
+
+
+def tiny_pretraining_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint of a short fit of tests/conf/pretraining_tiny.yaml, its run under tmp_path/runs."""
     from vtok_lit.cli import main as cli_main
 
-    conf = ROOT / "tests" / "conf" / "pretraining_tiny.yaml"
     cli_main(
         [
             "fit",
             "-c",
-            str(conf),
+            str(TINY_PRETRAINING),
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
             f"--data.init_args.data_dir={tmp_path / 'corpus'}",
             "--data.init_args.num_workers=0",
         ]
     )
-    checkpoint = next((tmp_path / "runs").rglob("*.ckpt"))
+    return next((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_motion_probe(benchmarks, tmp_path: Path) -> None:
+    checkpoint = tiny_pretraining_checkpoint(tmp_path)
     motion_probe = benchmarks("motion_probe")
     report = motion_probe.main(
         [
             "--checkpoint",
             f"tiny_trained={checkpoint}",
             "--random-init",
-            f"tiny_random={conf}",
+            f"tiny_random={TINY_PRETRAINING}",
             "--num-train",
             "12",
             "--num-val",
@@ -271,6 +278,25 @@ def test_motion_probe(benchmarks, tmp_path: Path) -> None:
     assert "shape % (all tokens)" in table_header(markdown)
     with pytest.raises(SystemExit, match="no file at"):
         motion_probe.main(["--random-init", f"x={tmp_path / 'missing.yaml'}"])
+
+
+def test_generation_ceiling(benchmarks, tmp_path: Path) -> None:
+    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    generation_ceiling = benchmarks("generation_ceiling")
+    report = generation_ceiling.main(
+        ["--checkpoint", f"tiny={checkpoint}", "--max-clips", "4", "--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "generation_ceiling")
+    assert saved == json.loads(json.dumps(report))
+    (overall,) = report["tables"]["Overall"]
+    assert overall["tokenizer"] == "tiny" and overall["clips"] >= 4
+    for key in ("shape_drawn_right", "ceiling", "ceiling_without_color", "colour_named"):
+        assert 0.0 <= overall[key] <= 1.0
+    # Finding objects by colour alone can only find more of them.
+    assert overall["colour_named"] >= overall["ceiling_without_color"]
+    assert "shape drawn right %" in table_header(markdown)
+    with pytest.raises(SystemExit, match="no file at"):
+        generation_ceiling.main(["--checkpoint", f"tiny={tmp_path / 'missing.ckpt'}"])
 
 
 def test_motion_oracle(benchmarks, tmp_path: Path) -> None:

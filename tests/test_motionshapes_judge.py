@@ -12,6 +12,7 @@ from vtok_lit.data.dataset import VideoTextDataset, collate_video_text
 from vtok_lit.data.manifest import read_manifest
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES, SHAPES, MotionShapesJudge, generate_motionshapes
 from vtok_lit.data.motionshapes.judge import UNKNOWN
+from vtok_lit.data.motionshapes.vocabulary import COLORS
 from vtok_lit.metrics import CategoryAccuracy
 
 JUDGE_CORPUS = replace(TINY_CORPUS, num_train=120, num_val=30, seed=3)
@@ -85,6 +86,19 @@ def test_an_object_in_another_shape_is_unknown(decoded: dict) -> None:
         other_shape = next(shape for shape in SHAPES if shape != obj["shape"])
         assert judge.answer(video, f"What size is the {obj['color']} {obj['shape']}?") == obj["size"]
         assert judge.answer(video, f"What size is the {obj['color']} {other_shape}?") == UNKNOWN
+
+
+def test_shapes_reads_each_colour_and_by_colour_names_objects_of_any_shape(decoded: dict) -> None:
+    judge, by_colour = MotionShapesJudge(), MotionShapesJudge(name_by_shape=False)
+    for video, meta in zip(decoded["video"][:4], decoded["meta"][:4], strict=True):
+        assert judge.shapes(video) == {obj["color"]: obj["shape"] for obj in meta["objects"]}
+        obj = meta["objects"][0]
+        other_shape = next(shape for shape in SHAPES if shape != obj["shape"])
+        question = f"What size is the {obj['color']} {other_shape}?"
+        assert by_colour.answer(video, question) == obj["size"]
+        # A colour the clip does not hold is still unknown.
+        missing = next(color for color in COLORS if color not in judge.shapes(video))
+        assert by_colour.answer(video, f"What size is the {missing} {obj['shape']}?") == UNKNOWN
 
 
 def test_an_empty_clip_has_no_objects_and_unknown_answers() -> None:

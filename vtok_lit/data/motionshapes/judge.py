@@ -108,6 +108,7 @@ class MotionShapesJudge(ClipJudge):
         still_threshold: float = 0.1,
         growth_threshold: float = 1.22,
         fade_threshold: float = 0.5,
+        name_by_shape: bool = True,
     ) -> None:
         """Create the judge.
 
@@ -126,6 +127,10 @@ class MotionShapesJudge(ClipJudge):
                 corpus grows objects 1.5 times.
             fade_threshold: Last-frame over first-frame opacity below which an object fades; the
                 corpus fades objects to 0.2.
+            name_by_shape: Find the object a question names ("the red circle") by its colour and its
+                fitted shape. False: by its colour alone (a clip's objects differ in colour), which
+                reads what a clip shows of an object whose shape was drawn wrong: a diagnostic of how
+                much of a score the shapes cost, not a benchmark reading.
         """
         if min_object_pixels < 1:
             raise ValueError(f"min_object_pixels must be at least 1, got {min_object_pixels}")
@@ -140,6 +145,7 @@ class MotionShapesJudge(ClipJudge):
         self.still_threshold = still_threshold
         self.growth_threshold = growth_threshold
         self.fade_threshold = fade_threshold
+        self.name_by_shape = name_by_shape
         self._palette = torch.tensor(list(COLORS.values()))  # (C, 3)
 
     def can_answer(self, question: str) -> bool:
@@ -186,15 +192,23 @@ class MotionShapesJudge(ClipJudge):
             answers.append([self._answer(objects, kind, match) for kind, match in parsed])
         return answers
 
+    def shapes(self, video: torch.Tensor) -> dict[str, str]:
+        """The shape fitted to each colour found in a clip's first frame, e.g. ``{"red": "circle"}``.
+
+        Args:
+            video: ``(T, 3, H, W)`` frames in ``[0, 1]``, square, at least 32 px.
+        """
+        return {obj.color: obj.shape for obj in self._find_objects(video)}
+
     def _answer(self, objects: list[_Object], kind: str, match: re.Match) -> str:
         if kind == "counting":
             return str(len(objects))
         if kind == "color":
             candidates = [obj for obj in objects if obj.shape == match[1]]
             return min(candidates, key=lambda obj: obj.fit_error).color if candidates else UNKNOWN
-        obj = _named(objects, match[1], match[2])
+        obj = self._named(objects, match[1], match[2])
         if kind in ("horizontal", "vertical"):
-            other = _named(objects, match[3], match[4])
+            other = self._named(objects, match[3], match[4])
             if obj is None or other is None or obj.end is None or other.end is None:
                 return UNKNOWN
             if kind == "horizontal":
@@ -218,6 +232,12 @@ class MotionShapesJudge(ClipJudge):
         if abs(dx) >= abs(dy):
             return "left" if dx < 0 else "right"
         return "up" if dy < 0 else "down"
+
+    def _named(self, objects: list[_Object], color: str, shape: str) -> _Object | None:
+        return next(
+            (obj for obj in objects if obj.color == color and (obj.shape == shape or not self.name_by_shape)),
+            None,
+        )
 
     def _find_objects(self, video: torch.Tensor) -> list[_Object]:
         """The objects of a clip: the colours seen in its first frame."""
@@ -316,10 +336,6 @@ def _blur_size(side: int) -> int:
     the few pixels a small shape has left.
     """
     return 2 * (side // REFERENCE_SIDE) + 1
-
-
-def _named(objects: list[_Object], color: str, shape: str) -> _Object | None:
-    return next((obj for obj in objects if obj.color == color and obj.shape == shape), None)
 
 
 def _fit_shape(alpha: torch.Tensor, sighting: _Sighting, blur: int) -> tuple[str, float, float]:
