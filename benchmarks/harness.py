@@ -70,7 +70,10 @@ def checkpoint_runs(parser: argparse.ArgumentParser, entries: list[str]) -> list
     """``--checkpoint`` entries as (name, checkpoint, the ``config.yaml`` its run saved beside
     ``checkpoints/``); exits naming the entry when none is given or a file is missing."""
     runs = []
-    for name, (checkpoint, *_) in parse_entries(entries, "--checkpoint"):
+    for name, paths in parse_entries(entries, "--checkpoint"):
+        if len(paths) != 1:
+            raise SystemExit(f"--checkpoint {name}=...: expected one checkpoint, got {len(paths)}")
+        checkpoint = paths[0]
         config = checkpoint.parent.parent / "config.yaml"
         if not config.is_file():
             raise SystemExit(f"{name}: no config.yaml at {config} (the run's saved config)")

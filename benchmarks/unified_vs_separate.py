@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes,
         [table for table in tables if table[2]],
         machine_info(),
-        {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        vars(args),
         args.output_dir,
     )
     return report

@@ -297,6 +297,8 @@ def test_generation_ceiling(benchmarks, tmp_path: Path) -> None:
     assert "shape drawn right %" in table_header(markdown)
     with pytest.raises(SystemExit, match="no file at"):
         generation_ceiling.main(["--checkpoint", f"tiny={tmp_path / 'missing.ckpt'}"])
+    with pytest.raises(SystemExit, match="expected one checkpoint, got 2"):
+        generation_ceiling.main(["--checkpoint", f"tiny={checkpoint},{checkpoint}"])
 
 
 def test_motion_oracle(benchmarks, tmp_path: Path) -> None:

@@ -278,20 +278,26 @@ def colour_tokenizer_checkpoint(tmp_path: Path, data: str) -> Path:
     return next(Path(pretraining.trainer.log_dir).rglob("*.ckpt"))
 
 
-def test_generates_the_asked_for_colour(tmp_path: Path) -> None:
+def fit_on_the_colour_corpus(tmp_path: Path, config: str) -> dict[str, float]:
+    """The validation metrics of ``tests/conf/<config>`` fitted on the one-attribute colour corpus,
+    over a tokenizer pretrained on it first (in tmp_path)."""
     data = f"--data.init_args.manifest={write_colour_corpus(tmp_path)}"
     checkpoint = colour_tokenizer_checkpoint(tmp_path, data)
     cli = main(
         [
             "fit",
             "-c",
-            str(CONF / "generation_learns.yaml"),
-            f"--trainer.default_root_dir={tmp_path / 'generation'}",
+            str(CONF / config),
+            f"--trainer.default_root_dir={tmp_path / Path(config).stem}",
             f"--model.init_args.tokenizer_checkpoint={checkpoint}",
             data,
         ]
     )
-    metrics = {key: round(float(value), 4) for key, value in cli.trainer.callback_metrics.items()}
+    return {key: round(float(value), 4) for key, value in cli.trainer.callback_metrics.items()}
+
+
+def test_generates_the_asked_for_colour(tmp_path: Path) -> None:
+    metrics = fit_on_the_colour_corpus(tmp_path, "generation_learns.yaml")
     # Four colours: chance is 0.25. The judge reads the colour off the generated frames.
     assert metrics["val/motionshapes/color"] >= 0.75, metrics
     # The decoder renders the real clips' own tokens in their colours: the ceiling is reached.

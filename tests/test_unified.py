@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli import CONF, cli_args, manifest_of
-from test_text_to_video import colour_tokenizer_checkpoint, write_colour_corpus
+from test_cli import cli_args, manifest_of
+from test_text_to_video import fit_on_the_colour_corpus
 
 from vtok_lit.cli import main
 from vtok_lit.core import (
@@ -273,19 +273,7 @@ def test_weights_that_do_not_fit_are_refused_with_the_keys_named(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_a_short_fit_learns_to_answer_and_to_write_the_colour(tmp_path: Path) -> None:
-    data = f"--data.init_args.manifest={write_colour_corpus(tmp_path)}"
-    checkpoint = colour_tokenizer_checkpoint(tmp_path, data)
-    cli = main(
-        [
-            "fit",
-            "-c",
-            str(CONF / "unified_learns.yaml"),
-            f"--trainer.default_root_dir={tmp_path / 'unified'}",
-            f"--model.init_args.tokenizer_checkpoint={checkpoint}",
-            data,
-        ]
-    )
-    metrics = {key: round(float(value), 4) for key, value in cli.trainer.callback_metrics.items()}
+    metrics = fit_on_the_colour_corpus(tmp_path, "unified_learns.yaml")
     # Four colours: chance is 0.25 for the answer and for the judge's reading of the written clip.
     assert metrics["val/motionshapes/understanding/color"] >= 0.75, metrics
     assert metrics["val/motionshapes/generation/color"] >= 0.75, metrics
