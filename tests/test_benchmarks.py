@@ -285,16 +285,23 @@ def test_generation_ceiling(benchmarks, tmp_path: Path) -> None:
     generation_ceiling = benchmarks("generation_ceiling")
     report = generation_ceiling.main(
         ["--checkpoint", f"tiny={checkpoint}", "--max-clips", "4", "--output-dir", str(tmp_path)]
+        + ["--blur", "0.25", "8"]
     )
     markdown, saved = read_report(tmp_path, "generation_ceiling")
     assert saved == json.loads(json.dumps(report))
-    (overall,) = report["tables"]["Overall"]
+    overall, sharp, blurred = report["tables"]["Overall"]
     assert overall["tokenizer"] == "tiny" and overall["clips"] >= 4
-    for key in ("shape_drawn_right", "ceiling", "ceiling_without_color", "colour_named"):
-        assert 0.0 <= overall[key] <= 1.0
-    # Finding objects by colour alone can only find more of them.
-    assert overall["colour_named"] >= overall["ceiling_without_color"]
-    assert "shape drawn right %" in table_header(markdown)
+    for row in (overall, sharp, blurred):
+        for key in ("shape_drawn_right", "ceiling", "ceiling_without_color", "colour_named"):
+            assert 0.0 <= row[key] <= 1.0
+        # Finding objects by colour alone can only find more of them.
+        assert row["colour_named"] >= row["ceiling_without_color"]
+    # The real clips, barely blurred, show more of their shapes than when blurred a lot.
+    assert sharp["tokenizer"] == "real clips, blurred (sigma 0.25 px at 64 px)"
+    assert sharp["clips"] == overall["clips"]
+    assert sharp["shape_drawn_right"] > blurred["shape_drawn_right"]
+    assert 0 <= sharp["mse_key_frame"] < blurred["mse_key_frame"]
+    assert "shape drawn right %" in table_header(markdown) and "key-frame MSE" in table_header(markdown)
     with pytest.raises(SystemExit, match="no file at"):
         generation_ceiling.main(["--checkpoint", f"tiny={tmp_path / 'missing.ckpt'}"])
     with pytest.raises(SystemExit, match="expected one checkpoint, got 2"):
