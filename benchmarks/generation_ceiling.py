@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,6 +50,7 @@ from harness import (  # noqa: E402
 
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES  # noqa: E402
 from vtok_lit.data.motionshapes.judge import REFERENCE_SIDE, MotionShapesJudge  # noqa: E402
+from vtok_lit.metrics.structural_similarity import gaussian_blur  # noqa: E402
 from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
 
 
@@ -58,18 +58,10 @@ def share(hits: list[bool]) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
-def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(B, T, 3, H, W)`` clips blurred by a Gaussian of ``sigma`` px of a 64-px frame (scaled to the
-    clips' side, as the judge scales its thresholds; kernel to 3 sigma)."""
-    sigma = sigma * video.shape[-1] / REFERENCE_SIDE
-    radius = max(1, round(3 * sigma))
-    kernel = torch.exp(-(torch.arange(-radius, radius + 1, dtype=video.dtype) ** 2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    frames = video.flatten(0, 2)[:, None]  # (B * T * 3, 1, H, W)
-    frames = F.pad(frames, (radius,) * 4, mode="replicate")
-    frames = F.conv2d(frames, kernel.view(1, 1, 1, -1))
-    frames = F.conv2d(frames, kernel.view(1, 1, -1, 1))
-    return frames.view_as(video)
+def blurred(video: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Clips blurred by a Gaussian of ``sigma`` px of a 64-px frame, scaled to the clips' side as the
+    judge scales its thresholds."""
+    return gaussian_blur(video, sigma * video.shape[-1] / REFERENCE_SIDE)
 
 
 @torch.no_grad()
@@ -160,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for sigma in args.blur:
         if sigma <= 0:
             parser.error(f"--blur {sigma}: a blur's sigma must be positive")
-        blur = partial(gaussian_blur, sigma=sigma)
+        blur = partial(blurred, sigma=sigma)
         rows.append(
             {
                 "tokenizer": f"real clips, blurred (sigma {sigma:g} px at 64 px)",

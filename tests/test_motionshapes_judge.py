@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TINY_CORPUS
 
 from vtok_lit.data.dataset import VideoTextDataset, collate_video_text
@@ -14,6 +13,7 @@ from vtok_lit.data.motionshapes import QUESTION_CATEGORIES, SHAPES, MotionShapes
 from vtok_lit.data.motionshapes.judge import UNKNOWN
 from vtok_lit.data.motionshapes.vocabulary import COLORS
 from vtok_lit.metrics import CategoryAccuracy
+from vtok_lit.metrics.structural_similarity import gaussian_blur
 
 JUDGE_CORPUS = replace(TINY_CORPUS, num_train=120, num_val=30, seed=3)
 # Below this in any category, the judge, not the generator, is what the benchmark would measure.
@@ -52,18 +52,6 @@ def test_judge_answers_decoded_clips_like_the_corpus(decoded: dict) -> None:
     accuracy = judge_accuracy(decoded)
     assert set(accuracy) == {*QUESTION_CATEGORIES, "overall"}
     assert min(accuracy.values()) >= MIN_ACCURACY, accuracy
-
-
-def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(B, T, 3, H, W)`` blurred in H and W by a Gaussian of ``sigma`` pixels (edges repeated)."""
-    radius = int(3 * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=video.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    frames = video.flatten(0, 2)[:, None]  # (N, 1, H, W)
-    frames = F.conv2d(F.pad(frames, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    frames = F.conv2d(F.pad(frames, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return frames.view_as(video)
 
 
 def test_judge_reads_blurred_clips(decoded: dict) -> None:
