@@ -146,3 +146,51 @@ def test_checkpoint_identity_names_the_components() -> None:
         "frame_encoder": "ConvFrameEncoder",
         "decoder": "RegressionVideoDecoder",
     }
+
+
+@pytest.mark.parametrize("tokenizer_class", [VTokTokenizer, KeyFrameTokenizer])
+def test_still_frames_are_other_frames_of_each_clip_rebuilt_from_their_own_tokens(tokenizer_class) -> None:
+    torch.manual_seed(0)
+    module = TokenizerPretraining(tiny_tokenizer(tokenizer_class), tiny_decoder(), still_frames_per_clip=2)
+    video = torch.rand(3, FRAMES, 3, SIDE, SIDE)
+    seen = []
+    decoder_loss = module.decoder.loss
+
+    def recording_loss(tokens, clips):
+        seen.append(clips)
+        return decoder_loss(tokens, clips)
+
+    module.decoder.loss = recording_loss
+    loss = module.still_frame_loss(video)
+    (stills,) = seen
+    assert stills.shape == (3 * 2, 1, 3, SIDE, SIDE)  # one-frame clips, two a clip
+    key = module.tokenizer.key_frame_index(FRAMES)
+    for clip in range(3):
+        pair = [
+            next(t for t in range(FRAMES) if torch.equal(video[clip, t], still[0]))
+            for still in stills[2 * clip : 2 * clip + 2]
+        ]
+        assert key not in pair and pair[0] != pair[1]
+    # The loss is the decoder's on those stills, each from its own frame's tokens only.
+    torch.testing.assert_close(loss, decoder_loss(module.tokenizer(stills), stills))
+    loss.backward()
+    assert module.tokenizer.frame_encoder.stem.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="still_frames_per_clip must not be negative, got -1"):
+        TokenizerPretraining(tiny_tokenizer(), tiny_decoder(), still_frames_per_clip=-1)
+
+
+def test_a_pretraining_fit_with_still_frames_logs_their_loss(tmp_path) -> None:
+    from test_cli import cli_args
+
+    from vtok_lit.cli import main
+
+    arguments = cli_args(
+        "pretraining_tiny.yaml",
+        tmp_path,
+        "--data.init_args.num_workers=0",
+        "--model.init_args.still_frames_per_clip=1",
+        "--trainer.log_every_n_steps=1",
+    )
+    cli = main(["fit", *arguments])
+    logged = cli.trainer.logged_metrics
+    assert torch.isfinite(logged["train/still_frame_loss"]) and logged["train/still_frame_loss"] > 0

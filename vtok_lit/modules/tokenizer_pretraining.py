@@ -40,6 +40,7 @@ class TokenizerPretraining(VTokModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         residual_objective: ResidualObjective | None = None,
+        still_frames_per_clip: int = 0,
     ) -> None:
         """
         Args:
@@ -53,12 +54,25 @@ class TokenizerPretraining(VTokModule):
                 their own (:class:`ForegroundMotionObjective`, :class:`ChangeMapObjective`), added to
                 the loss with its ``weight``, its error logged under its ``metric_name``; the
                 tokenizer must make residual tokens. None: the reconstruction loss alone.
+            still_frames_per_clip: In training, also rebuild this many other random frames of each
+                clip as one-frame clips, each from its own tokens (for VTok: the frame's own spatial
+                tokens, as if it were the key frame), their loss added to the clip's and logged as
+                ``train/still_frame_loss``. A VTok clip trains its spatial tokens and their decoding
+                on one frame, its key frame, where naive frame sampling trains them on every frame,
+                so VTok's key frame learns the detail that draws an object's shape several times
+                slower; this gives its spatial path more frames a step. The tokens of a clip, and
+                validation, are unchanged. 0: off.
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.residual_objective = residual_objective
+        if still_frames_per_clip < 0:
+            raise ValueError(
+                f"model.init_args.still_frames_per_clip must not be negative, got {still_frames_per_clip}"
+            )
+        self.still_frames_per_clip = still_frames_per_clip
 
     def stage_metrics(self, stage: str, categories: list[str]) -> dict[str, MetricCollection | Metric]:
         reconstruction = MetricCollection(
@@ -110,8 +124,23 @@ class TokenizerPretraining(VTokModule):
             error = objective(tokens, video)
             self.log(f"train/{objective.metric_name}", error, batch_size=video.shape[0])
             loss = loss + objective.weight * error
+        if self.still_frames_per_clip:
+            still_loss = self.still_frame_loss(video)
+            self.log("train/still_frame_loss", still_loss, batch_size=video.shape[0])
+            loss = loss + still_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
+
+    def still_frame_loss(self, video: torch.Tensor) -> torch.Tensor:
+        """The decoder's loss on ``still_frames_per_clip`` random frames of each clip other than its
+        key frame (any frame when there are too few), each tokenized and decoded as a clip of one frame."""
+        batch_size, num_frames = video.shape[:2]
+        key = self.tokenizer.key_frame_index(num_frames)
+        others = torch.tensor([t for t in range(num_frames) if t != key] or [key], device=video.device)
+        choice = torch.rand(batch_size, len(others), device=video.device).argsort(dim=1)
+        frames = others[choice[:, : self.still_frames_per_clip]]  # (B, k), without repeats while they last
+        stills = video[torch.arange(batch_size, device=video.device)[:, None], frames].flatten(0, 1)[:, None]
+        return self.decoder.loss(self.tokenizer(stills), stills)
 
     def evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: nn.ModuleDict) -> None:
         if batch is None:
