@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, reference = [], None
     for name, checkpoint, config in checkpoint_runs(parser, args.checkpoint):
         model, data = load_run(checkpoint, config)
-        reference = reference or data
+        if reference is None:  # the blurred rows read the first run's clips
+            reference = data
         rows.append({"tokenizer": name, **judge_decodings(data, decoder_of(model), args.max_clips)})
     for sigma in args.blur:
         if sigma <= 0:
