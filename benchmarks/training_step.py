@@ -24,6 +24,10 @@ calls (the baseline) and as :meth:`~vtok_lit.core.video_decoders.VideoDecoder.lo
 SSIM over the batch's frames with torchmetrics' ``StructuralSimilarityIndexMeasure`` (the baseline)
 and the kit's :class:`~vtok_lit.metrics.StructuralSimilarity`.
 
+A fifth times the whole step with still frames (``still_frames_per_clip``): the decoder's loss on 4
+frames of each clip (the baseline), with 2 or 4 still frames, and on 2 frames with 2 still frames
+(as many decoded frames as the baseline).
+
     python benchmarks/training_step.py            # add --quick, --config, --checkpoint, --threads 1
 """
 
@@ -166,6 +170,43 @@ def validation_seconds(
     return samples
 
 
+# (frames_per_clip, still_frames_per_clip) of each row.
+STILL_SETTINGS = {
+    "4 frames a clip": (4, 0),
+    "4 frames + 2 still frames": (4, 2),
+    "4 frames + 4 still frames": (4, 4),
+    "2 frames + 2 still frames": (2, 2),
+}
+STILL_BASELINE = "4 frames a clip"
+
+
+def still_frame_seconds(
+    model: TokenizerPretraining,
+    optimizer: torch.optim.Optimizer,
+    video: torch.Tensor,
+    args: argparse.Namespace,
+) -> dict[str, list[float]]:
+    """Seconds of the whole training step (the loss :meth:`TokenizerPretraining.training_step` takes,
+    backward, the optimizer's step) under each of ``STILL_SETTINGS``; the model's own settings are
+    put back."""
+    saved = model.decoder.frames_per_clip, model.still_frames_per_clip
+
+    def step(frames_per_clip: int, still_frames: int) -> None:
+        model.decoder.frames_per_clip, model.still_frames_per_clip = frames_per_clip, still_frames
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.decoder.loss(model.tokenizer(video), video)
+        if still_frames:
+            loss = loss + model.still_frame_loss(video)
+        loss.backward()
+        optimizer.step()
+
+    calls = {name: partial(step, *setting) for name, setting in STILL_SETTINGS.items()}
+    try:
+        return time_interleaved(calls, args.warmup, args.repeats)
+    finally:
+        model.decoder.frames_per_clip, model.still_frames_per_clip = saved
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     apply_threads(args.threads)
@@ -217,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "SSIM: StructuralSimilarity": "SSIM: torchmetrics",
         },
     )
+    still = still_frame_seconds(model, optimizer, video, args)
+    still_rows = paired_rows(still, {name: STILL_BASELINE for name in still})
     stem_rows, stem_seconds = [], {}
     stem = stem_of(encoder)
     if stem is not None:
@@ -254,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "Validation batch: the decoder's loss and decoded clip of every frame as two calls (the baseline) "
         "and as loss_and_decode; SSIM of the batch's decoded frames with torchmetrics (the baseline) "
         "and the kit's StructuralSimilarity.",
+        "Still frames: the whole step as TokenizerPretraining trains it, with the decoder's loss on "
+        "frames_per_clip frames of each clip and still_frames_per_clip other frames rebuilt as one-frame "
+        f"clips, against {STILL_BASELINE!r} (the baseline).",
     ]
     tables = [
         (
@@ -285,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     tables.append(("Locality-bias floor: the whole step", paired_columns, floor_rows))
     tables.append(("One validation batch (evaluation mode)", paired_columns, validation_rows))
+    tables.append(("Still frames: the whole step", paired_columns, still_rows))
     return write_report(
         NAME,
         "Tokenizer-pretraining step: where the time goes",
@@ -299,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "stem": stem_seconds,
                 "floor": floor_seconds,
                 "validation": validation,
+                "still_frames": still,
             }
         },
     )

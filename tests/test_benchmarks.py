@@ -406,6 +406,14 @@ def test_training_step(benchmarks, tmp_path: Path) -> None:
         "SSIM: StructuralSimilarity",
     ]
     assert validation[0]["ratio"] == pytest.approx(1.0) and validation[2]["ratio"] == pytest.approx(1.0)
+    still = report["tables"]["Still frames: the whole step"]
+    assert [row["call"] for row in still] == [
+        "4 frames a clip",
+        "4 frames + 2 still frames",
+        "4 frames + 4 still frames",
+        "2 frames + 2 still frames",
+    ]
+    assert still[0]["ratio"] == pytest.approx(1.0)
     assert video_decoders.LOCALITY_BIAS_FLOOR == -50.0  # the floor is back after the timing
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         benchmarks("training_step").main([*arguments, "--checkpoint", str(tmp_path / "missing.ckpt")])
