@@ -5,7 +5,8 @@ The quickstart's budget is set by its 900 training steps, so this times one step
 pretraining config builds (default ``experiments/quickstart.yaml``, through the CLI's parser), on a
 random batch of the config's size, and its parts, interleaved round-robin:
 
-- the whole step: tokenize, the decoder's loss, backward, the optimizer's step;
+- the whole step: the training loss (``TokenizerPretraining.training_loss``: tokenize, the decoder's
+  loss and the config's other terms), backward, the optimizer's step;
 - the frame encoder alone, forward + backward, on every frame of the batch;
 - the tokenizer (encoder + pooling + projection), forward + backward;
 - the decoder's loss on fixed tokens, forward + backward.
@@ -170,6 +171,13 @@ def validation_seconds(
     return samples
 
 
+def training_step(model: TokenizerPretraining, optimizer: torch.optim.Optimizer, video: torch.Tensor) -> None:
+    """One optimizer step on the model's training loss of ``video``, as fitting takes it."""
+    optimizer.zero_grad(set_to_none=True)
+    model.training_loss(video)[0].backward()
+    optimizer.step()
+
+
 # (frames_per_clip, still_frames_per_clip) of each row.
 STILL_SETTINGS = {
     "4 frames a clip": (4, 0),
@@ -186,19 +194,13 @@ def still_frame_seconds(
     video: torch.Tensor,
     args: argparse.Namespace,
 ) -> dict[str, list[float]]:
-    """Seconds of the whole training step (the loss :meth:`TokenizerPretraining.training_step` takes,
-    backward, the optimizer's step) under each of ``STILL_SETTINGS``; the model's own settings are
-    put back."""
+    """Seconds of the whole training step (:func:`training_step`) under each of ``STILL_SETTINGS``;
+    the model's own settings are put back."""
     saved = model.decoder.frames_per_clip, model.still_frames_per_clip
 
     def step(frames_per_clip: int, still_frames: int) -> None:
         model.decoder.frames_per_clip, model.still_frames_per_clip = frames_per_clip, still_frames
-        optimizer.zero_grad(set_to_none=True)
-        loss = model.decoder.loss(model.tokenizer(video), video)
-        if still_frames:
-            loss = loss + model.still_frame_loss(video)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, video)
 
     calls = {name: partial(step, *setting) for name, setting in STILL_SETTINGS.items()}
     try:
@@ -220,9 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fixed = model.tokenizer(video)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model.decoder.loss(model.tokenizer(video), video).backward()
-        optimizer.step()
+        training_step(model, optimizer, video)
 
     def decoder_only() -> None:
         model.decoder.loss(fixed.with_tokens(fixed.tokens.clone().requires_grad_()), video).backward()

@@ -118,19 +118,27 @@ class TokenizerPretraining(VTokModule):
             return None
         self.log_skipped_videos(batch)
         video = batch["video"]
-        tokens = self.tokenizer(video)
-        loss = self.decoder.loss(tokens, video)
-        if self.residual_objective is not None:
-            objective = self.residual_objective
-            error = objective(tokens, video)
-            self.log(f"train/{objective.metric_name}", error, batch_size=video.shape[0])
-            loss = loss + objective.weight * error
-        if self.still_frames_per_clip:
-            still_loss = self.still_frame_loss(video)
-            self.log("train/still_frame_loss", still_loss, batch_size=video.shape[0])
-            loss = loss + still_loss
+        loss, parts = self.training_loss(video)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=video.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
+
+    def training_loss(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of clips ``(B, T, 3, H, W)`` in [0, 1]: the decoder's, plus the residual
+        objective's (times its weight) and the still frames' when they are on; and those two terms
+        by the names they are logged under (``train/<name>``)."""
+        tokens = self.tokenizer(video)
+        loss = self.decoder.loss(tokens, video)
+        parts = {}
+        if self.residual_objective is not None:
+            objective = self.residual_objective
+            parts[objective.metric_name] = error = objective(tokens, video)
+            loss = loss + objective.weight * error
+        if self.still_frames_per_clip:
+            parts["still_frame_loss"] = still_loss = self.still_frame_loss(video)
+            loss = loss + still_loss
+        return loss, parts
 
     def still_frame_loss(self, video: torch.Tensor) -> torch.Tensor:
         """The decoder's loss on ``still_frames_per_clip`` random frames of each clip other than its
