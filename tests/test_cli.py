@@ -89,6 +89,27 @@ def test_image_size_mismatch_is_named(tmp_path: Path) -> None:
         main(["fit", *run_args(tmp_path, "--model.init_args.decoder.init_args.image_size=64")])
 
 
+@pytest.mark.parametrize(
+    ("settings", "reader", "size"),
+    [
+        (["--model.init_args.decoder.init_args.token_dim=16"], "decoder", 16),
+        # An objective left at its default size (128) beside the tiny tokenizer's 32.
+        (
+            ["--model.init_args.residual_objective=vtok_lit.core.ForegroundMotionObjective"],
+            "residual_objective",
+            128,
+        ),
+    ],
+)
+def test_a_token_size_mismatch_is_named(tmp_path: Path, settings: list[str], reader: str, size: int) -> None:
+    message = (
+        rf"model.init_args.{reader}.init_args.token_dim={size} does not match "
+        r"model.init_args.tokenizer.init_args.token_dim=32"
+    )
+    with pytest.raises(ValueError, match=message):
+        main(["fit", *run_args(tmp_path, *settings, "--trainer.max_steps=1")])
+
+
 def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> None:
     cli = main(["fit", *run_args(tmp_path)])
     log_dir = Path(cli.trainer.log_dir)

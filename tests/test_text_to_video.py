@@ -130,6 +130,15 @@ def test_video_that_cannot_fit_names_max_seq_len() -> None:
         TextToVideo(*parts, num_frames=FRAMES, **options)
 
 
+def test_a_decoder_for_tokens_of_another_size_is_named() -> None:
+    tokenizer, _, lm = tiny_parts()
+    decoder = RegressionVideoDecoder(
+        token_dim=2 * TOKEN_DIM, image_size=SIDE, patch_size=8, width=16, depth=1
+    )
+    with pytest.raises(ValueError, match=r"decoder.init_args.token_dim=32 does not match .*token_dim=16"):
+        TextToVideo(tokenizer, decoder, lm, num_frames=FRAMES)
+
+
 def test_inconsistent_options_are_refused() -> None:
     with pytest.raises(ValueError, match="set freeze_decoder: false"):
         TextToVideo(*tiny_parts(), decoder_loss_weight=1.0, num_frames=FRAMES)

@@ -29,10 +29,11 @@ class ResidualObjective(nn.Module, ABC):
 
     metric_name: str
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, token_dim: int, weight: float) -> None:
         super().__init__()
         if weight < 0:
             raise ValueError(f"weight must not be negative, got {weight}")
+        self.token_dim = token_dim
         self.weight = weight
 
     @abstractmethod
@@ -84,7 +85,7 @@ class ChangeMapObjective(ResidualObjective):
             hidden_dim: Hidden width of the MLP that reads the map from a token.
             weight: Weight of the normalised error in the training loss.
         """
-        super().__init__(weight)
+        super().__init__(token_dim, weight)
         if map_size < 1:
             raise ValueError(f"map_size must be at least 1, got {map_size}")
         self.map_size = map_size
@@ -156,7 +157,7 @@ class ForegroundMotionObjective(ResidualObjective):
             threshold: How far, on a 0-1 scale, a pixel's colour must be from its frame's median colour
                 to count as foreground (above the background's noise).
         """
-        super().__init__(weight)
+        super().__init__(token_dim, weight)
         if not 0 <= threshold < 1:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         self.threshold = threshold

@@ -127,6 +127,7 @@ class VideoDecoder(nn.Module, ABC):
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         self.image_size = image_size
+        self.token_dim = token_dim
         self.patch_size = patch_size
         self.width = width
         self.patches_per_side = image_size // patch_size

@@ -272,6 +272,19 @@ class TaskModule(VTokModule):
         return self.model.language_model
 
 
+def check_token_dims(tokenizer: VideoTokenizer, **readers: nn.Module | None) -> None:
+    """Refuse a part that reads the tokenizer's tokens (``decoder=...``, ``residual_objective=...``,
+    named as the module's argument) but was built for tokens of another size: the error names both
+    settings, where the first step would fail on a bare matrix product."""
+    for name, reader in readers.items():
+        if reader is not None and reader.token_dim != tokenizer.token_dim:
+            raise ValueError(
+                f"model.init_args.{name}.init_args.token_dim={reader.token_dim} does not match "
+                f"model.init_args.tokenizer.init_args.token_dim={tokenizer.token_dim}: the {name} reads "
+                "the tokenizer's tokens, so set both to the same value."
+            )
+
+
 def required_language_model(language_model: LanguageModel | None) -> LanguageModel:
     """The module's LM; None only where a signature lets the LM follow optional parts, an error."""
     if language_model is None:

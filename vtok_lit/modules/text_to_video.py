@@ -21,7 +21,7 @@ from vtok_lit.core.tokens import VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge, TemporalQuality, judge_clips
 from vtok_lit.metrics.answer_scoring import prediction_rows
-from vtok_lit.modules.base import TaskModule, VTokModule, required_language_model
+from vtok_lit.modules.base import TaskModule, VTokModule, check_token_dims, required_language_model
 from vtok_lit.modules.pretrained_parts import task_parts
 
 
@@ -111,6 +111,7 @@ class TextToVideo(TaskModule):
         tokenizer, decoder = task_parts(
             self, tokenizer_checkpoint, init_checkpoint, tokenizer=tokenizer, decoder=decoder
         )
+        check_token_dims(tokenizer, decoder=decoder)
         self.model = TextToVideoModel(
             tokenizer,
             decoder,

@@ -17,7 +17,7 @@ from vtok_lit.core.video_decoders import VideoDecoder, changed_pixels
 from vtok_lit.metrics.masked_error import MaskedMeanSquaredError
 from vtok_lit.metrics.residual_use import ResidualUse
 from vtok_lit.metrics.structural_similarity import StructuralSimilarity
-from vtok_lit.modules.base import VTokModule
+from vtok_lit.modules.base import VTokModule, check_token_dims
 
 
 class TokenizerPretraining(VTokModule):
@@ -66,6 +66,7 @@ class TokenizerPretraining(VTokModule):
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.save_hyperparameters()
+        check_token_dims(tokenizer, decoder=decoder, residual_objective=residual_objective)
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.residual_objective = residual_objective

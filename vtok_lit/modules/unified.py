@@ -17,7 +17,7 @@ from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.unified import UnifiedVideoModel
 from vtok_lit.core.video_decoders import VideoDecoder
 from vtok_lit.metrics import AnswerAccuracy, ClipJudge
-from vtok_lit.modules.base import TaskModule, required_language_model
+from vtok_lit.modules.base import TaskModule, check_token_dims, required_language_model
 from vtok_lit.modules.pretrained_parts import task_parts
 from vtok_lit.modules.text_to_video import (
     check_generation_data,
@@ -134,6 +134,7 @@ class UnifiedVideoLM(TaskModule):
         tokenizer, decoder = task_parts(
             self, tokenizer_checkpoint, init_checkpoint, tokenizer=tokenizer, decoder=decoder
         )
+        check_token_dims(tokenizer, decoder=decoder)
         if tokenizer_checkpoint is None and init_checkpoint is None and freeze_tokenizer:
             warnings.warn(
                 "UnifiedVideoLM: no tokenizer_checkpoint, so the frozen tokenizer keeps its random weights "
