@@ -83,6 +83,78 @@ def checkpoint_runs(parser: argparse.ArgumentParser, entries: list[str]) -> list
     return runs
 
 
+def add_probe_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    name: str,
+    num_train: int,
+    num_val: int,
+    corpus_seed: int,
+    batch_size: int,
+) -> None:
+    """The arguments of a probe of tokenizers on a MotionShapes corpus of its own: ``--checkpoint``
+    and ``--random-init`` (the tokenizers, :func:`probe_runs`), the corpus (``--data-dir``,
+    ``--num-train``, ``--num-val``, ``--corpus-seed``), ``--batch-size``, ``--output-dir`` and
+    ``--name`` (default ``name``)."""
+    add_checkpoint_argument(parser, "a tokenizer-pretraining checkpoint")
+    parser.add_argument(
+        "--random-init",
+        action="append",
+        default=[],
+        metavar="NAME=CONFIG[,OVERLAY...]",
+        help="the tokenizer of a config (and overlays) with random weights",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data") / name,
+        help="folder of the probe corpus (made on first use)",
+    )
+    parser.add_argument("--num-train", type=int, default=num_train, help="probe-fitting clips")
+    parser.add_argument("--num-val", type=int, default=num_val, help="probe-scoring clips")
+    parser.add_argument("--corpus-seed", type=int, default=corpus_seed, help="seed of the probe corpus")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=name, help="file stem of the report")
+
+
+def probe_runs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[tuple[str, list[Path], Path | None]]:
+    """``(name, configs, checkpoint)`` of each ``--checkpoint`` (its run's saved ``config.yaml``) and
+    ``--random-init`` (no checkpoint); exits naming the run whose config is missing."""
+    runs = [
+        (name, [paths[0].parent.parent / "config.yaml"], paths[0])
+        for name, paths in parse_entries(args.checkpoint, "--checkpoint")
+    ] + [(name, paths, None) for name, paths in parse_entries(args.random_init, "--random-init")]
+    if not runs:
+        parser.error("name at least one --checkpoint or --random-init")
+    for name, configs, _ in runs:
+        if not configs[0].is_file():
+            raise SystemExit(f"{name}: no config.yaml at {configs[0]} (the run's saved config)")
+    return runs
+
+
+def probe_corpus(
+    args: argparse.Namespace, num_frames: int, image_size: int, max_objects: int
+) -> dict[str, list[Any]]:
+    """``{"train": records, "val": records}`` of the probe's MotionShapes corpus for clips of
+    ``num_frames`` frames of ``image_size``, made in ``args.data_dir`` on first use."""
+    from vtok_lit.data.manifest import read_manifest
+    from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
+
+    corpus = MotionShapesConfig(
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_frames=num_frames,
+        image_size=image_size,
+        max_objects=max_objects,
+        seed=args.corpus_seed,
+    )
+    records = read_manifest(ensure_motionshapes(args.data_dir / f"t{num_frames}_s{image_size}", corpus))
+    return {split: [record for record in records if record.split == split] for split in ("train", "val")}
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None, warmup: int) -> None:
     """Adds ``--repeats``, ``--warmup``, ``--seed``, ``--threads`` and ``--output-dir``.
 

@@ -271,13 +271,69 @@ def test_motion_probe(benchmarks, tmp_path: Path) -> None:
     assert [row["tokenizer"] for row in rows] == ["tiny_trained", "tiny_random", "chance (majority class)"]
     for row in rows[:2]:
         assert row["tokens"] == 4 + 7  # 2x2 key-frame cells + one residual token per later frame (T=8)
-        for key in ("time_direction", "all_direction", "time_state", "all_state", "all_shape"):
+        for key in ("time_direction", "all_direction", "time_state", "all_state"):
             assert 0.0 <= row[key] <= 1.0
         assert math.isfinite(row["time_displacement"]) and row["time_displacement"] <= 1.0
     assert "direction % (time tokens)" in table_header(markdown)
-    assert "shape % (all tokens)" in table_header(markdown)
+    assert not any("shape" in column for column in table_header(markdown))  # see shape_probe
     with pytest.raises(SystemExit, match="no file at"):
         motion_probe.main(["--random-init", f"x={tmp_path / 'missing.yaml'}"])
+
+
+def test_shape_probe(benchmarks, tmp_path: Path) -> None:
+    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    shape_probe = benchmarks("shape_probe")
+    report = shape_probe.main(
+        ["--checkpoint", f"tiny_trained={checkpoint}", "--random-init", f"tiny_random={TINY_PRETRAINING}"]
+        + ["--num-train", "12", "--num-val", "6", "--data-dir", str(tmp_path / "probe")]
+        + ["--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "shape_probe")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["shape_probe"]
+    stages = [(row["run"], row["stage"].split(",")[0]) for row in rows]
+    trained = [
+        ("tiny_trained", stage) for stage in ("encoder features", "key-frame token of the object's cell")
+    ]
+    assert stages[:3] == [("", "real key frame"), *trained]
+    assert ("tiny_trained", "decoded key frame") in stages
+    assert ("tiny_random", "decoded key frame") not in stages  # no trained decoder to read
+    assert stages[-1] == ("chance (majority class)", "")
+    # 32-px frames: 8-px crops of 3 colours; 3x3 patches of the 16-channel encoder; 32-dim tokens.
+    features = {(row["run"], row["stage"].split(",")[0]): row["features"] for row in rows}
+    assert features["", "real key frame"] == 3 * 8 * 8
+    assert features["tiny_trained", "encoder features"] == 16 * 9
+    assert features["tiny_trained", "key-frame token of the object's cell"] == 32
+    for row in rows:
+        assert all(0.0 <= row[target] <= 1.0 for target in ("shape", "colour", "size"))
+    assert "shape %" in table_header(markdown)
+
+
+def test_shape_probe_reader_learns_what_is_there_and_nothing_else(benchmarks) -> None:
+    shape_probe = benchmarks("shape_probe")
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(600, 20, generator=generator)
+    labels = features[:, :3].argmax(1)  # a nonlinear function of three of the features
+    readable = shape_probe.mlp_probe(features[:400], features[400:], labels[:400], labels[400:], 3)
+    shuffled = labels[torch.randperm(600, generator=generator)]
+    unreadable = shape_probe.mlp_probe(features[:400], features[400:], shuffled[:400], shuffled[400:], 3)
+    assert readable > 0.85
+    assert unreadable < 0.5
+
+
+def test_shape_probe_crops_centre_the_object(benchmarks) -> None:
+    shape_probe = benchmarks("shape_probe")
+    image = torch.zeros(1, 32, 32)
+    image[0, 20, 5] = 1.0  # pixel (x=5, y=20), centre (5.5, 20.5)
+    patch = shape_probe.crop(image, (5.5, 20.5), 4)
+    assert patch.shape == (1, 8, 8)
+    assert patch[0, 3:5, 3:5].sum() == 1.0  # at the crop's centre
+    edge = shape_probe.crop(image, (0.0, 0.0), 4)  # past the corner: zero-padded, same size
+    assert edge.shape == (1, 8, 8)
+    obj = {"start_center": [10.0, 30.0], "end_center": [40.0, 0.0]}
+    assert shape_probe.centre_at(obj, 0, 16) == (10.0, 30.0)
+    assert shape_probe.centre_at(obj, 15, 16) == (40.0, 0.0)
+    assert shape_probe.centre_at(obj, 5, 16) == (20.0, 20.0)
 
 
 def test_generation_ceiling(benchmarks, tmp_path: Path) -> None:
