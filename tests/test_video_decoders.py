@@ -115,6 +115,28 @@ def test_flow_decode_is_deterministic_given_a_generator():
     assert not torch.equal(first, other)
 
 
+def test_clean_prediction_samples_clean_clips_where_a_narrow_velocity_stays_noisy():
+    # TINY embeds patches of 3 * 4 * 4 = 48 values in a width of 32: a predicted velocity cannot carry
+    # every pixel's noise back out, a predicted clean clip need not.
+    video, tokens = moving_squares(), random_tokens()
+    errors = {}
+    for prediction in ("velocity", "clean"):
+        decoder = make(
+            FlowMatchingVideoDecoder, condition_dropout=0.0, num_sampling_steps=8, prediction=prediction
+        )
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+        for _ in range(150):
+            loss = decoder.loss(tokens, video)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        sample = decoder.eval().decode(tokens, 4, generator=torch.Generator().manual_seed(0))
+        errors[prediction] = (sample - video).square().mean().item()
+    assert errors["clean"] < 0.5 * errors["velocity"], errors
+    with pytest.raises(ValueError, match="prediction must be"):
+        make(FlowMatchingVideoDecoder, prediction="noise")
+
+
 def test_flow_classifier_free_guidance():
     unguided = make(FlowMatchingVideoDecoder, num_sampling_steps=4).eval()
     guided = make(FlowMatchingVideoDecoder, num_sampling_steps=4, guidance_scale=3.0).eval()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ CHANGE_THRESHOLD = 0.15
 # (zero for any purpose), and without the floor far tokens get weights around e^-87 .. e^-103, which
 # float32 holds as denormals: CPU matrix products over them run up to 10x slower.
 LOCALITY_BIAS_FLOOR = -50.0
+# With ``prediction="clean"``, the velocity divides by the time left, ``1 - t``, floored here. Euler
+# sampling stops at ``t = 1 - 1 / num_sampling_steps``; the floor guards a caller asking nearer 1.
+CLEAN_PREDICTION_MIN_REMAINING = 0.05
 
 
 def changed_pixels(video: torch.Tensor, key_frame: int, frames: torch.Tensor | None = None) -> torch.Tensor:
@@ -461,6 +465,7 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         num_sampling_steps: int = 16,
         condition_dropout: float = 0.1,
         guidance_scale: float = 1.0,
+        prediction: Literal["velocity", "clean"] = "velocity",
         **kwargs,
     ) -> None:
         """
@@ -469,6 +474,15 @@ class FlowMatchingVideoDecoder(VideoDecoder):
             condition_dropout: Probability of hiding all tokens of a training clip, which teaches
                 the unconditional velocity classifier-free guidance needs.
             guidance_scale: Classifier-free guidance scale at sampling; 1.0 means no guidance.
+            prediction: What the network outputs: the velocity itself, or the clean clip, from which
+                the velocity is ``(clean - x_t) / (1 - t)``. A velocity must carry the noise of every
+                pixel back out, and a patch of ``3 * p**2`` values (192 at p=8) embedded in a
+                narrower width cannot carry it: the velocity error stays near the share of the noise
+                that the width drops, and samples keep that noise. The clean clip is what a
+                regression decoder draws, and fits any width. Its loss is on the clean clip, the
+                same weight at every t: on the velocity it would weigh ``(1 - t)**-2``, most on the
+                nearly clean points, which need no tokens (measured: a decoder trained so ignored
+                them and its tokenizer's tokens stopped differing between clips).
             **kwargs: The :class:`VideoDecoder` options (token_dim, image_size, patch_size, max_frames,
                 width, depth, num_heads, frames_per_clip, locality, frame_conditioning,
                 motion_field, changed_pixel_weight, patch_code_dim).
@@ -477,10 +491,13 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         self.num_sampling_steps = num_sampling_steps
         self.condition_dropout = condition_dropout
         self.guidance_scale = guidance_scale
+        if prediction not in ("velocity", "clean"):
+            raise ValueError(f"prediction must be 'velocity' or 'clean', got {prediction!r}")
+        self.prediction = prediction
         self.patch_embedding = nn.Linear(3 * self.patch_size**2, self.width)
         self.time_mlp = MLP(self.width, self.width, self.width)
 
-    def velocity(
+    def network_output(
         self,
         noisy: torch.Tensor,
         t: torch.Tensor,
@@ -489,7 +506,8 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         num_frames: int | None = None,
         frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The predicted ``(B, T', 3, H, W)`` velocity at points ``noisy`` (same shape) of times ``(B,)``.
+        """The network's ``(B, T', 3, H, W)`` output at points ``noisy`` (same shape) of times ``(B,)``:
+        the velocity, or the clean clip in [-1, 1] with ``prediction="clean"``.
 
         ``noisy`` holds ``frames`` (default: all) of clips of ``num_frames`` (default: ``T'``) frames.
         """
@@ -497,6 +515,17 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         positions = self.query_positions(num_frames or noisy.shape[1], frames)
         queries = self.patch_embedding(self.patchify(noisy)) + positions + time
         return self.predict(queries, tokens, drop_condition, frames)
+
+    def velocity(
+        self, noisy: torch.Tensor, t: torch.Tensor, tokens: VideoTokens, **options: Any
+    ) -> torch.Tensor:
+        """The predicted ``(B, T', 3, H, W)`` velocity at points ``noisy`` (same shape) of times ``(B,)``;
+        ``options`` (``drop_condition``, ``num_frames``, ``frames``) as :meth:`network_output` takes them."""
+        output = self.network_output(noisy, t, tokens, **options)
+        if self.prediction == "velocity":
+            return output
+        remaining = (1 - t).clamp(min=CLEAN_PREDICTION_MIN_REMAINING).view(-1, 1, 1, 1, 1)
+        return (output - noisy) / remaining
 
     def loss(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
         self.check_frames(video)
@@ -507,8 +536,10 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         drop_condition = None
         if self.training and self.condition_dropout > 0:
             drop_condition = torch.rand(len(target), device=target.device) < self.condition_dropout
-        velocity = self.velocity(noisy, t, tokens, drop_condition, num_frames, frames)
-        return self.pixel_mse(velocity, target_velocity, tokens, video, frames)
+        output = self.network_output(noisy, t, tokens, drop_condition, num_frames, frames)
+        return self.pixel_mse(
+            output, target_velocity if self.prediction == "velocity" else target, tokens, video, frames
+        )
 
     @torch.no_grad()
     def decode(
@@ -538,6 +569,8 @@ class FlowMatchingVideoDecoder(VideoDecoder):
             tokens.cell_xy,
         )
         drop_condition = torch.arange(2 * batch, device=noisy.device) >= batch
-        velocities = self.velocity(noisy.repeat(2, 1, 1, 1, 1), t.repeat(2), doubled, drop_condition)
+        velocities = self.velocity(
+            noisy.repeat(2, 1, 1, 1, 1), t.repeat(2), doubled, drop_condition=drop_condition
+        )
         conditional, unconditional = velocities.chunk(2)
         return unconditional + self.guidance_scale * (conditional - unconditional)
