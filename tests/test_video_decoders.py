@@ -120,6 +120,8 @@ def test_clean_prediction_samples_clean_clips_where_a_narrow_velocity_stays_nois
     # every pixel's noise back out, a predicted clean clip need not.
     video, tokens = moving_squares(), random_tokens()
     errors = {}
+    with pytest.warns(UserWarning, match="width=32 is below the 48 values of a 4x4 patch"):
+        make(FlowMatchingVideoDecoder, prediction="velocity")
     for prediction in ("velocity", "clean"):
         decoder = make(
             FlowMatchingVideoDecoder, condition_dropout=0.0, num_sampling_steps=8, prediction=prediction

@@ -13,6 +13,7 @@ the decoder gives that token direct paths to frame t: it conditions the frame's 
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
@@ -494,6 +495,14 @@ class FlowMatchingVideoDecoder(VideoDecoder):
         if prediction not in ("velocity", "clean"):
             raise ValueError(f"prediction must be 'velocity' or 'clean', got {prediction!r}")
         self.prediction = prediction
+        patch_values = 3 * self.patch_size**2
+        if prediction == "velocity" and self.width < patch_values:
+            warnings.warn(
+                f"FlowMatchingVideoDecoder: width={self.width} is below the {patch_values} values of a "
+                f"{self.patch_size}x{self.patch_size} patch, so a predicted velocity cannot carry every "
+                "pixel's noise back out and samples stay noisy; set prediction: clean.",
+                stacklevel=2,
+            )
         self.patch_embedding = nn.Linear(3 * self.patch_size**2, self.width)
         self.time_mlp = MLP(self.width, self.width, self.width)
 
