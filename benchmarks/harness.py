@@ -155,6 +155,40 @@ def probe_corpus(
     return {split: [record for record in records if record.split == split] for split in ("train", "val")}
 
 
+def probe_model(
+    configs: Sequence[Path], checkpoint: Path | None, parts: Sequence[str]
+) -> tuple[Any, int, int]:
+    """A probed run's model in evaluation mode, with the checkpoint's weights for ``parts`` (random
+    weights without a checkpoint), and its data's clip length and frame size."""
+    from vtok_lit.modules.checkpoints import load_part_weights
+
+    cli = build_run(configs)
+    model = cli.model
+    if checkpoint is not None:
+        for part in parts:
+            load_part_weights(getattr(model, part), str(checkpoint), part)
+    data = cli.datamodule.hparams
+    return model.eval(), data["num_frames"], data["image_size"]
+
+
+def read_clips(records: Sequence[Any], num_frames: int, image_size: int) -> torch.Tensor:
+    """``(N, T, 3, H, W)``: the clips of ``records`` read and resized as the data module does."""
+    from vtok_lit.data.dataset import square_resize
+    from vtok_lit.data.video_io import read_clip
+
+    return torch.stack(
+        [square_resize(read_clip(record.video, num_frames)[0], image_size) for record in records]
+    )
+
+
+def probe_runs_note(runs: Sequence[tuple[str, list[Path], Path | None]]) -> str:
+    """The report's line naming each probed run's checkpoint, or the configs of its random weights."""
+    return "Runs: " + "; ".join(
+        f"{name}: {checkpoint or 'random init from ' + ' + '.join(map(str, configs))}"
+        for name, configs, checkpoint in runs
+    )
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None, warmup: int) -> None:
     """Adds ``--repeats``, ``--warmup``, ``--seed``, ``--threads`` and ``--output-dir``.
 

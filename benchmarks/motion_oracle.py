@@ -32,17 +32,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Column, apply_threads, machine_info, write_report  # noqa: E402
+from harness import Column, apply_threads, machine_info, read_clips, write_report  # noqa: E402
 
 from vtok_lit.core import ConvFrameEncoder, RegressionVideoDecoder, VTokTokenizer  # noqa: E402
 from vtok_lit.core.layers import MLP  # noqa: E402
 from vtok_lit.core.tokens import TokenKind, VideoTokens  # noqa: E402
 from vtok_lit.core.video_decoders import changed_pixels  # noqa: E402
-from vtok_lit.data.dataset import square_resize  # noqa: E402
 from vtok_lit.data.manifest import ManifestRecord, read_manifest  # noqa: E402
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes  # noqa: E402
 from vtok_lit.data.motionshapes.corpus import FADE_END_OPACITY, GROWTH  # noqa: E402
-from vtok_lit.data.video_io import read_clip  # noqa: E402
 
 VARIANTS = ("vtok", "oracle", "no_motion")
 # Per frame: displacement (dx, dy) from the key frame in frame widths, growth and fading (0 when none).
@@ -63,9 +61,8 @@ def frame_states(record: ManifestRecord, num_frames: int, image_size: int) -> to
 
 def load_split(records: list[ManifestRecord], num_frames: int, image_size: int) -> dict[str, torch.Tensor]:
     """Every clip of a split in memory: ``video`` ``(N, T, 3, H, W)`` and ``states`` ``(N, T, 4)``."""
-    videos = [square_resize(read_clip(r.video, num_frames)[0], image_size) for r in records]
     states = [frame_states(r, num_frames, image_size) for r in records]
-    return {"video": torch.stack(videos), "states": torch.stack(states)}
+    return {"video": read_clips(records, num_frames, image_size), "states": torch.stack(states)}
 
 
 class MotionSlots(nn.Module):

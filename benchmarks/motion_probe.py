@@ -39,34 +39,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     Column,
     add_probe_arguments,
-    build_run,
     machine_info,
     probe_corpus,
+    probe_model,
     probe_runs,
+    probe_runs_note,
+    read_clips,
     write_report,
 )
 
 from vtok_lit.core.tokenizers import VideoTokenizer  # noqa: E402
 from vtok_lit.core.tokens import TokenKind  # noqa: E402
-from vtok_lit.data.dataset import square_resize  # noqa: E402
 from vtok_lit.data.motionshapes.vocabulary import DIRECTIONS as MOVES  # noqa: E402
 from vtok_lit.data.motionshapes.vocabulary import STATES  # noqa: E402
-from vtok_lit.data.video_io import read_clip  # noqa: E402
-from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
 
 DIRECTIONS = (*MOVES, "still")
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FOLDS = 3
-
-
-def build_tokenizer(configs: list[Path], checkpoint: Path | None) -> tuple[VideoTokenizer, int, int]:
-    """The run's tokenizer (checkpoint weights, or random ones), its clip length and frame size."""
-    cli = build_run(configs)
-    tokenizer = cli.model.tokenizer
-    if checkpoint is not None:
-        load_part_weights(tokenizer, str(checkpoint), "tokenizer")
-    data = cli.datamodule.hparams
-    return tokenizer.eval(), data["num_frames"], data["image_size"]
 
 
 def clip_labels(record: Any) -> dict[str, Any]:
@@ -86,11 +75,7 @@ def token_features(
     """``{"time": (N, F), "all": (N, F')}``: the flattened tokens that describe time, and all tokens."""
     time_parts, all_parts = [], []
     for start in range(0, len(records), batch_size):
-        clips = []
-        for record in records[start : start + batch_size]:
-            frames, _ = read_clip(record.video, num_frames)
-            clips.append(square_resize(frames, image_size))
-        tokens = tokenizer(torch.stack(clips))
+        tokens = tokenizer(read_clips(records[start : start + batch_size], num_frames, image_size))
         residual = tokens.kinds == TokenKind.RESIDUAL
         time_tokens = tokens.tokens[:, residual] if residual.any() else tokens.tokens
         time_parts.append(time_tokens.flatten(1))
@@ -182,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for name, configs, checkpoint in runs:
-        tokenizer, num_frames, image_size = build_tokenizer(configs, checkpoint)
+        model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer",))
+        tokenizer = model.tokenizer
         if (num_frames, image_size) not in corpora:
             corpora[num_frames, image_size] = probe_corpus(args, num_frames, image_size, max_objects=1)
         splits = corpora[num_frames, image_size]
@@ -245,11 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"clips, scored on {args.num_val} others (corpus seed {args.corpus_seed}). 'time tokens' are a VTok "
         "tokenizer's residual tokens (every token for the others); 'all tokens' the whole sequence. "
         f"L2 strength by {FOLDS}-fold cross-validation on the fitting clips.",
-        "Runs: "
-        + "; ".join(
-            f"{name}: {checkpoint or 'random init from ' + ' + '.join(map(str, configs))}"
-            for name, configs, checkpoint in runs
-        ),
+        probe_runs_note(runs),
     ]
     return write_report(
         args.name, "Motion probe", notes, [("", columns, rows)], machine_info(), vars(args), args.output_dir

@@ -39,19 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     Column,
     add_probe_arguments,
-    build_run,
     machine_info,
     probe_corpus,
+    probe_model,
     probe_runs,
+    probe_runs_note,
+    read_clips,
     write_report,
 )
 
 from vtok_lit.core.tokens import TokenKind  # noqa: E402
 from vtok_lit.core.video_decoders import key_frame_of  # noqa: E402
-from vtok_lit.data.dataset import square_resize  # noqa: E402
 from vtok_lit.data.motionshapes.vocabulary import COLORS, SHAPES, SIZES  # noqa: E402
-from vtok_lit.data.video_io import read_clip  # noqa: E402
-from vtok_lit.modules.checkpoints import load_part_weights  # noqa: E402
 
 TARGETS = {"shape": SHAPES, "colour": tuple(COLORS), "size": tuple(SIZES)}
 PROBE_STEPS = 400
@@ -80,12 +79,6 @@ def crop(image: torch.Tensor, centre: tuple[float, float], half: int) -> torch.T
     padded = F.pad(image, (half, half, half, half))
     x, y = round(centre[0]) + half, round(centre[1]) + half
     return padded[:, y - half : y + half, x - half : x + half]
-
-
-def read_clips(records: list[Any], num_frames: int, image_size: int) -> torch.Tensor:
-    return torch.stack(
-        [square_resize(read_clip(record.video, num_frames)[0], image_size) for record in records]
-    )
 
 
 @torch.no_grad()
@@ -180,12 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for name, configs, checkpoint in runs:
-        cli = build_run(configs)
-        model, data = cli.model, cli.datamodule.hparams
-        if checkpoint is not None:
-            for part in ("tokenizer", "decoder"):
-                load_part_weights(getattr(model, part), str(checkpoint), part)
-        num_frames, image_size = data["num_frames"], data["image_size"]
+        model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer", "decoder"))
         shape = (num_frames, image_size)
         if shape not in corpora:
             corpora[shape] = probe_corpus(args, num_frames, image_size, max_objects=3)
@@ -222,11 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"size at its key-frame place: fitted on the objects of {args.num_train} MotionShapes clips, scored "
         f"on those of {args.num_val} others (corpus seed {args.corpus_seed}; "
         f"{len(val_labels['shape'])} objects scored).",
-        "Runs: "
-        + "; ".join(
-            f"{name}: {checkpoint or 'random init from ' + ' + '.join(map(str, configs))}"
-            for name, configs, checkpoint in runs
-        ),
+        probe_runs_note(runs),
     ]
     return write_report(
         args.name, "Shape probe", notes, [("", columns, rows)], machine_info(), vars(args), args.output_dir
