@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from vtok_lit.core import (
     VideoQuestionAnswering,
     VTokTokenizer,
 )
+from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.metrics import ClipJudge
 from vtok_lit.modules import TextToVideo, TokenizerPretraining, VideoLLM
 
@@ -61,6 +63,52 @@ def test_video_question_answering_learns_and_answers_without_a_trainer() -> None
     assert loss.item() < first / 10
     # The answer depends on the clip, not only on the question.
     assert model.eval().answer(video, [["What color is it?"]] * 2) == [["black"], ["white"]]
+
+
+def video_qa_and_tokens(**options) -> tuple[VideoQuestionAnswering, VideoTokens]:
+    torch.manual_seed(0)
+    model = VideoQuestionAnswering(tiny_tokenizer(), tiny_lm(), projector_hidden_dim=32, **options)
+    layout = model.tokenizer(torch.rand(3, FRAMES, 3, SIDE, SIDE))
+    return model, layout.with_tokens(torch.randn_like(layout.tokens))  # spread well above eps
+
+
+def rescaled_per_kind(tokens: VideoTokens) -> VideoTokens:
+    """Spatial tokens 10x larger and shifted, residual tokens half as large: another tokenizer's scale."""
+    spatial = (tokens.kinds == TokenKind.SPATIAL)[None, :, None]
+    return tokens.with_tokens(torch.where(spatial, 10 * tokens.tokens + 3, 0.5 * tokens.tokens))
+
+
+def test_the_projector_reads_the_video_tokens_standardised_per_kind() -> None:
+    model, tokens = video_qa_and_tokens()
+    other_scale = copy.deepcopy(model)
+    with torch.no_grad():
+        prefix = model.train().project_tokens(tokens)  # a training batch sets the statistics
+        rescaled = other_scale.train().project_tokens(rescaled_per_kind(tokens))
+    assert torch.allclose(prefix, rescaled, atol=1e-4)
+    # Validation reads with the statistics of training and leaves them as they are.
+    before = model.standardizer.state_dict()
+    with torch.no_grad():
+        model.eval().project_tokens(rescaled_per_kind(tokens))
+    for name, value in model.standardizer.state_dict().items():
+        assert torch.equal(value, before[name])
+
+    raw, tokens = video_qa_and_tokens(standardize_tokens=False)
+    assert raw.standardizer is None
+    with torch.no_grad():
+        assert not torch.allclose(raw.project_tokens(tokens), raw.project_tokens(rescaled_per_kind(tokens)))
+
+
+def test_weights_without_token_statistics_load_as_an_unstandardised_reader() -> None:
+    """A model trained before its projector read standardised tokens keeps reading them raw."""
+    old, tokens = video_qa_and_tokens(standardize_tokens=False)
+    new, _ = video_qa_and_tokens()
+    with pytest.warns(UserWarning, match="standardizer: the weights loaded have no token statistics"):
+        new.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        expected = old.project_tokens(tokens)
+        for _ in range(2):  # a training batch leaves the statistics fixed
+            assert torch.allclose(new.train().project_tokens(tokens), expected, atol=1e-4)
+    assert new.standardizer.num_updates.tolist() == [-1] * len(TokenKind)
 
 
 def test_text_to_video_model_trains_and_generates_without_a_trainer() -> None:

@@ -21,7 +21,8 @@ from vtok_lit.core import (
     VTokTokenizer,
 )
 from vtok_lit.core.sequences import build_video_generation_sequences
-from vtok_lit.core.token_heads import FlowMatchingTokenHead, TokenStandardizer
+from vtok_lit.core.token_heads import FlowMatchingTokenHead
+from vtok_lit.core.token_standardizer import TokenStandardizer
 from vtok_lit.core.tokens import TokenKind
 from vtok_lit.data import write_manifest, write_video
 from vtok_lit.data.motionshapes import BACKGROUND, COLORS

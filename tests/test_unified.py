@@ -255,6 +255,18 @@ def test_single_task_checkpoint_initialises_the_shared_parts_of_a_unified_module
         assert torch.equal(value, token_head[name])
 
 
+def test_a_checkpoint_without_token_statistics_initialises_a_module_that_reads_tokens_as_it_did(
+    tmp_path: Path,
+) -> None:
+    """A VideoLLM of before standardised tokens (none in its checkpoint) starts another as it was."""
+    old = tiny_module(VideoLLM, standardize_tokens=False).eval()
+    path = save_checkpoint(old, tmp_path / "video_llm.ckpt")
+    with pytest.warns(UserWarning, match="no token statistics"):
+        new = tiny_module(VideoLLM, seed=1, init_checkpoint=path).eval()
+    video = clips(2)
+    assert torch.allclose(answer_logits(new.model, video), answer_logits(old.model, video), atol=1e-4)
+
+
 def test_weights_that_do_not_fit_are_refused_with_the_keys_named(tmp_path: Path) -> None:
     path = save_checkpoint(tiny_module(UnifiedVideoLM), tmp_path / "unified.ckpt")
     with pytest.raises(

@@ -2,7 +2,7 @@
 
 The sequence is ``[caption][begin-of-video][v_1 .. v_L]`` (:mod:`vtok_lit.core.sequences`). The targets
 are the tokenizer's tokens of the real clip, standardised per channel and token kind with running
-statistics (:class:`~vtok_lit.core.token_heads.TokenStandardizer`). A video token enters the LM through
+statistics (:class:`~vtok_lit.core.token_standardizer.TokenStandardizer`). A video token enters the LM through
 a linear projection plus learned embeddings of its kind (spatial / residual / frame) and of its slot
 (position in the clip's sequence); a token head reads each next token off the hidden states.
 
@@ -22,7 +22,8 @@ from vtok_lit.core.generation import rollout_video_tokens
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.sequences import build_video_generation_sequences, caption_budget
 from vtok_lit.core.text_tokenizers import TextTokenizer, text_tokenizer_for
-from vtok_lit.core.token_heads import TokenHeadName, TokenStandardizer, build_token_head
+from vtok_lit.core.token_heads import TokenHeadName, build_token_head
+from vtok_lit.core.token_standardizer import TokenStandardizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 from vtok_lit.core.video_decoders import VideoDecoder

@@ -15,7 +15,6 @@ from torch import nn
 
 from vtok_lit.core.flow_matching import euler_sample, training_point
 from vtok_lit.core.layers import MLP, timestep_embedding
-from vtok_lit.core.tokens import TokenKind
 
 TokenHeadName = Literal["regression", "flow_matching"]
 
@@ -112,55 +111,6 @@ class FlowMatchingTokenHead(TokenHead):
             hidden,
             generator,
         )
-
-
-class TokenStandardizer(nn.Module):
-    """Z-scores tokens per channel and per token kind with running statistics, so heads work at any
-    tokenizer's scale.
-
-    Tokenizer outputs are unnormalised (their scale can reach tens), which would dwarf the flow head's
-    unit noise and make the regression loss scale arbitrary. Spatial and residual tokens come from
-    different maps (a projected grid cell, ``g_phi`` of a pooled difference) and spread differently
-    between clips, so each kind of :class:`TokenKind` has its own statistics: with shared ones the
-    residual tokens' spread sat at a fifth of the flow head's unit noise. The statistics average the
-    batches seen, and after ``1 / momentum`` of them follow an exponential moving average, which tracks
-    a tokenizer that is still training.
-    """
-
-    def __init__(self, token_dim: int, momentum: float = 0.01, eps: float = 1e-5) -> None:
-        """
-        Args:
-            token_dim: Size D of a token.
-            momentum: Weight of each new batch in the moving averages.
-            eps: Added to the variance before the square root.
-        """
-        super().__init__()
-        self.momentum = momentum
-        self.eps = eps
-        num_kinds = len(TokenKind)
-        self.register_buffer("mean", torch.zeros(num_kinds, token_dim))
-        self.register_buffer("var", torch.ones(num_kinds, token_dim))
-        self.register_buffer("num_updates", torch.zeros(num_kinds, dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, tokens: torch.Tensor, kinds: torch.Tensor) -> None:
-        """Fold the statistics of ``(..., L, D)`` tokens of ``(L,)`` kinds into the running ones."""
-        for kind in kinds.unique().tolist():
-            flat = tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).float()
-            # A plain running mean until the average would weigh batches less than ``momentum`` does.
-            weight = max(self.momentum, 1.0 / float(self.num_updates[kind] + 1))
-            self.mean[kind].lerp_(flat.mean(0), weight)
-            self.var[kind].lerp_(flat.var(0, unbiased=False), weight)
-            self.num_updates[kind] += 1
-
-    def forward(self, tokens: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        """Standardised ``(..., L, D)`` tokens of ``(L,)`` kinds."""
-        return ((tokens - self.mean[kinds]) * torch.rsqrt(self.var[kinds] + self.eps)).to(tokens.dtype)
-
-    def inverse(self, standardized: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        """``(..., L, D)`` tokens of ``(L,)`` kinds back in the tokenizer's scale."""
-        scale = torch.sqrt(self.var[kinds] + self.eps)
-        return (standardized * scale + self.mean[kinds]).to(standardized.dtype)
 
 
 def build_token_head(

@@ -45,6 +45,7 @@ class UnifiedVideoModel(nn.Module):
         text_tokenizer: TextTokenizer | None = None,
         num_frames: int = 16,
         projector_hidden_dim: int = 512,
+        standardize_tokens: bool = True,
         max_answer_tokens: int = 16,
         token_head: TokenHeadName = "flow_matching",
         head_hidden_dim: int = 256,
@@ -65,6 +66,9 @@ class UnifiedVideoModel(nn.Module):
             text_tokenizer: Turns questions, answers and captions into ids; the byte tokenizer when unset.
             num_frames: Frames of a clip.
             projector_hidden_dim: Hidden width of the understanding projector (video tokens -> LM).
+            standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
+                of the training batches) before the projector, so the LM reads any tokenizer at one
+                scale. Off: the projector reads the tokens as the tokenizer writes them.
             max_answer_tokens: Longest answer generated.
             token_head: How a written video token is read off a hidden state: "regression" or "flow_matching".
             head_hidden_dim: Hidden width of the token head.
@@ -93,6 +97,7 @@ class UnifiedVideoModel(nn.Module):
             max_answer_tokens,
             freeze_tokenizer,
             task_marker=UNDERSTANDING_MARKER if task_markers else "",
+            standardize_tokens=standardize_tokens,
         )
         self.generation = TextToVideoModel(
             tokenizer,

@@ -23,6 +23,7 @@ from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.sequences import LMSequences, answer_log_likelihood, build_lm_sequences, next_token_loss
 from vtok_lit.core.text_tokenizers import TextTokenizer, text_tokenizer_for
+from vtok_lit.core.token_standardizer import TokenStandardizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 
@@ -54,6 +55,7 @@ class VideoQuestionAnswering(nn.Module):
         freeze_tokenizer: bool = False,
         feature_cache: FrameFeatureCache | None = None,
         task_marker: str = "",
+        standardize_tokens: bool = True,
     ) -> None:
         """
         Args:
@@ -67,6 +69,9 @@ class VideoQuestionAnswering(nn.Module):
                 computed (see :meth:`video_prefix`); needs freeze_tokenizer.
             task_marker: Text that opens every row, before the video tokens: what tells an LM that also
                 writes videos (:class:`~vtok_lit.core.unified.UnifiedVideoModel`) to answer. Empty: none.
+            standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
+                of the training batches) before the projector, so the LM reads any tokenizer at one
+                scale. Off: the projector reads the tokens as the tokenizer writes them.
         """
         super().__init__()
         self.tokenizer = tokenizer
@@ -84,6 +89,7 @@ class VideoQuestionAnswering(nn.Module):
             nn.Linear(projector_hidden_dim, hidden),
         )
         self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
+        self.standardizer = TokenStandardizer(tokenizer.token_dim) if standardize_tokens else None
         self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
 
     def video_prefix(
@@ -107,7 +113,12 @@ class VideoQuestionAnswering(nn.Module):
 
     def project_tokens(self, tokens: VideoTokens) -> torch.Tensor:
         """Video tokens -> the LM's ``(B, L, hidden)`` prefix (projector plus kind embedding)."""
-        return self.projector(tokens.tokens) + self.kind_embedding(tokens.kinds)[None]
+        values = tokens.tokens
+        if self.standardizer is not None:
+            if self.training:
+                self.standardizer.update(values, tokens.kinds)
+            values = self.standardizer(values, tokens.kinds)
+        return self.projector(values) + self.kind_embedding(tokens.kinds)[None]
 
     def sequences(self, prefix: torch.Tensor, rows: list[QuestionRow], with_answers: bool) -> LMSequences:
         """``[video][prompt]`` rows, and ``[answer][end]`` after them when ``with_answers``, left-padded."""

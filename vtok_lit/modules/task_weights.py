@@ -76,27 +76,34 @@ def load_task_weights(module: TaskModule, path: str) -> None:
 
 def load_into(target: nn.Module, weights: dict[str, Any], whole: bool, path: str, what: str) -> None:
     """Load ``weights`` into ``target``: all of its weights when ``whole``, else those given (each of
-    which it must have), raising a :class:`CheckpointMismatchError` that names the keys at fault."""
+    which it must have), raising a :class:`CheckpointMismatchError` that names the keys at fault.
+
+    A part that fills in state an older checkpoint lacks (a token standardizer's statistics) does so
+    here; only what is still missing after that counts as missing."""
     own = target.state_dict()
     unexpected = sorted(set(weights) - set(own))
-    missing = sorted(set(own) - set(weights)) if whole else []
     misshapen = [
         f"{key}: checkpoint {tuple(value.shape)}, this run {tuple(own[key].shape)}"
         for key, value in weights.items()
         if key in own and value.shape != own[key].shape
     ]
-    if unexpected or missing or misshapen:
-        problems = [
-            f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-            for label, keys in (
-                ("not in this run", unexpected),
-                ("not in the checkpoint", missing),
-                ("other shapes", misshapen),
-            )
-            if keys
-        ]
-        raise CheckpointMismatchError(
-            f"The {what} weights of {path} do not fit this run (another tokenizer, LM or size?); "
-            + "; ".join(problems)
+    missing: list[str] = []
+    if not unexpected and not misshapen:
+        missing = sorted(target.load_state_dict(weights, strict=False).missing_keys) if whole else []
+        if not missing:
+            return
+    elif whole:
+        missing = sorted(set(own) - set(weights))
+    problems = [
+        f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+        for label, keys in (
+            ("not in this run", unexpected),
+            ("not in the checkpoint", missing),
+            ("other shapes", misshapen),
         )
-    target.load_state_dict(weights, strict=whole)
+        if keys
+    ]
+    raise CheckpointMismatchError(
+        f"The {what} weights of {path} do not fit this run (another tokenizer, LM or size?); "
+        + "; ".join(problems)
+    )

@@ -71,6 +71,7 @@ class UnifiedVideoLM(TaskModule):
         decoder_loss_weight: float = 0.0,
         task_markers: bool = True,
         projector_hidden_dim: int = 512,
+        standardize_tokens: bool = True,
         max_answer_tokens: int = 16,
         token_head: TokenHeadName = "flow_matching",
         head_hidden_dim: int = 256,
@@ -111,6 +112,9 @@ class UnifiedVideoLM(TaskModule):
             task_markers: Open question rows with "<answer>" and captions with "<generate>", so the LM
                 knows which task a row is.
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
+            standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
+                of the training batches) before the projector, so the LM reads any tokenizer at one
+                scale. Off: the projector reads the tokens as the tokenizer writes them.
             max_answer_tokens: Longest answer generated at validation.
             token_head: How a written token is read off a hidden state: "regression" or "flow_matching".
             head_hidden_dim: Hidden width of the token head.
@@ -148,6 +152,7 @@ class UnifiedVideoLM(TaskModule):
             text_tokenizer,
             num_frames,
             projector_hidden_dim,
+            standardize_tokens,
             max_answer_tokens,
             token_head,
             head_hidden_dim,

@@ -48,6 +48,7 @@ class VideoLLM(TaskModule):
         freeze_tokenizer: bool = False,
         feature_cache_dir: str | None = None,
         projector_hidden_dim: int = 512,
+        standardize_tokens: bool = True,
         questions_per_video: int = 0,
         max_answer_tokens: int = 16,
         benchmark: str = "motionshapes",
@@ -73,6 +74,9 @@ class VideoLLM(TaskModule):
                 clip's features are computed in the first epoch and read back in later ones (keyed by
                 video file, frame indices, frame size and encoder weights). Needs freeze_tokenizer.
             projector_hidden_dim: Hidden width of the MLP from video tokens to the LM.
+            standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
+                of the training batches) before the projector, so the LM reads any tokenizer at one
+                scale. Off: the projector reads the tokens as the tokenizer writes them.
             questions_per_video: Questions drawn per clip and training step (0 = all of them).
             max_answer_tokens: Longest answer generated at validation.
             benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
@@ -100,6 +104,7 @@ class VideoLLM(TaskModule):
             freeze_tokenizer,
             None if feature_cache_dir is None else FrameFeatureCache(feature_cache_dir),
             task_marker,
+            standardize_tokens,
         )
         self.initialise_from(init_checkpoint)
         self.questions_per_video = questions_per_video

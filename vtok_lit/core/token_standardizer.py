@@ -1,0 +1,82 @@
+"""Per-kind z-scoring of video tokens, for the parts that read or write them in a scale of their own."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from vtok_lit.core.tokens import TokenKind
+
+
+class TokenStandardizer(nn.Module):
+    """Z-scores tokens per channel and per token kind with running statistics, so that what reads or
+    writes them works at any tokenizer's scale.
+
+    Tokenizer outputs are unnormalised: their scale can reach tens, or their spread between clips can be
+    a tenth of their mean (the tokens of a flow-matching decoder's tokenizer). That would dwarf a flow
+    head's unit noise, make a regression loss's scale arbitrary, or leave an LM's projector a small
+    signal on a large constant. Spatial and residual tokens come from different maps (a projected grid
+    cell, ``g_phi`` of a pooled difference) and spread differently between clips, so each
+    :class:`TokenKind` has its own statistics: with shared ones the residual tokens' spread sat at a
+    fifth of the flow head's unit noise. The statistics average the batches seen, and after
+    ``1 / momentum`` of them follow an exponential moving average, which tracks a tokenizer that is
+    still training.
+
+    A state dict without the statistics (a model trained before its reader standardised) loads as the
+    identity, held fixed: the tokens are read as that model was trained to read them.
+    """
+
+    def __init__(self, token_dim: int, momentum: float = 0.01, eps: float = 1e-5) -> None:
+        """
+        Args:
+            token_dim: Size D of a token.
+            momentum: Weight of each new batch in the moving averages.
+            eps: Added to the variance before the square root.
+        """
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        num_kinds = len(TokenKind)
+        self.register_buffer("mean", torch.zeros(num_kinds, token_dim))
+        self.register_buffer("var", torch.ones(num_kinds, token_dim))
+        # Batches folded in per kind; -1 marks statistics held fixed (see the class docstring).
+        self.register_buffer("num_updates", torch.zeros(num_kinds, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, tokens: torch.Tensor, kinds: torch.Tensor) -> None:
+        """Fold the statistics of ``(..., L, D)`` tokens of ``(L,)`` kinds into the running ones."""
+        for kind in kinds.unique().tolist():
+            if self.num_updates[kind] < 0:
+                continue
+            flat = tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).float()
+            # A plain running mean until the average would weigh batches less than ``momentum`` does.
+            weight = max(self.momentum, 1.0 / float(self.num_updates[kind] + 1))
+            self.mean[kind].lerp_(flat.mean(0), weight)
+            self.var[kind].lerp_(flat.var(0, unbiased=False), weight)
+            self.num_updates[kind] += 1
+
+    def forward(self, tokens: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """Standardised ``(..., L, D)`` tokens of ``(L,)`` kinds."""
+        return ((tokens - self.mean[kinds]) * torch.rsqrt(self.var[kinds] + self.eps)).to(tokens.dtype)
+
+    def inverse(self, standardized: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """``(..., L, D)`` tokens of ``(L,)`` kinds back in the tokenizer's scale."""
+        scale = torch.sqrt(self.var[kinds] + self.eps)
+        return (standardized * scale + self.mean[kinds]).to(standardized.dtype)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        names = [prefix + name for name in ("mean", "var", "num_updates")]
+        if not any(name in state_dict for name in names):
+            warnings.warn(
+                f"{prefix.rstrip('.')}: the weights loaded have no token statistics (written before "
+                "these tokens were standardised), so the tokens are read unstandardised, as that model "
+                "was trained to read them",
+                stacklevel=2,
+            )
+            state_dict[names[0]] = torch.zeros_like(self.mean)
+            state_dict[names[1]] = torch.ones_like(self.var)
+            state_dict[names[2]] = torch.full_like(self.num_updates, -1)
+        super()._load_from_state_dict(state_dict, prefix, *args)
