@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -81,6 +83,43 @@ def checkpoint_runs(parser: argparse.ArgumentParser, entries: list[str]) -> list
     if not runs:
         parser.error("name at least one --checkpoint")
     return runs
+
+
+def mlp_probe_predictions(
+    train: torch.Tensor, test: torch.Tensor, y_train: torch.Tensor, classes: int, steps: int = 400
+) -> torch.Tensor:
+    """The ``(N,)`` classes that a one-hidden-layer MLP (256 units, dropout, weight decay), fitted on
+    standardized ``train`` features with a fixed budget of ``steps``, predicts for ``test``: the same
+    reader for every stage or run a probe compares (a linear one misses what is there but not linear)."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    train, test = (train - mean) / std, (test - mean) / std
+    probe = nn.Sequential(
+        nn.Dropout(0.2), nn.Linear(train.shape[1], 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, classes)
+    )
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.05)
+    for _ in range(steps):
+        rows = torch.randint(0, len(train), (256,), generator=generator)
+        loss = F.cross_entropy(probe(train[rows]), y_train[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    probe.eval()
+    with torch.no_grad():
+        return probe(test).argmax(1)
+
+
+def mlp_probe(
+    train: torch.Tensor,
+    test: torch.Tensor,
+    y_train: torch.Tensor,
+    y_test: torch.Tensor,
+    classes: int,
+    steps: int = 400,
+) -> float:
+    """Test accuracy of :func:`mlp_probe_predictions`."""
+    return float((mlp_probe_predictions(train, test, y_train, classes, steps) == y_test).float().mean())
 
 
 def add_probe_arguments(

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,6 +39,7 @@ from harness import (  # noqa: E402
     Column,
     add_probe_arguments,
     machine_info,
+    mlp_probe,
     probe_corpus,
     probe_model,
     probe_runs,
@@ -116,37 +116,18 @@ def stage_features(
     return {stage: torch.stack(rows) for stage, rows in parts.items()}
 
 
-def mlp_probe(
-    train: torch.Tensor, test: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor, classes: int
-) -> float:
-    """Test accuracy of a one-hidden-layer MLP (256 units, dropout, weight decay) fitted on standardized
-    features with a fixed budget: the same reader for every stage."""
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
-    train, test = (train - mean) / std, (test - mean) / std
-    probe = nn.Sequential(
-        nn.Dropout(0.2), nn.Linear(train.shape[1], 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, classes)
-    )
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.05)
-    for _ in range(PROBE_STEPS):
-        rows = torch.randint(0, len(train), (256,), generator=generator)
-        loss = F.cross_entropy(probe(train[rows]), y_train[rows])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    probe.eval()
-    with torch.no_grad():
-        return float((probe(test).argmax(1) == y_test).float().mean())
-
-
 def probe_row(
     run: str, stage: str, features: dict[str, torch.Tensor], labels: dict[str, dict[str, torch.Tensor]]
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"run": run, "stage": stage, "features": features["train"].shape[1]}
     for target, classes in TARGETS.items():
         row[target] = mlp_probe(
-            features["train"], features["val"], labels["train"][target], labels["val"][target], len(classes)
+            features["train"],
+            features["val"],
+            labels["train"][target],
+            labels["val"][target],
+            len(classes),
+            steps=PROBE_STEPS,
         )
     print(f"{run} / {stage}: " + ", ".join(f"{t}={row[t]:.3f}" for t in TARGETS))
     return row

@@ -309,6 +309,38 @@ def test_shape_probe(benchmarks, tmp_path: Path) -> None:
     assert "shape %" in table_header(markdown)
 
 
+def test_object_motion_probe(benchmarks, tmp_path: Path) -> None:
+    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    probe = benchmarks("object_motion_probe")
+    key_frame_only = ROOT / "experiments" / "tokenizer" / "key_frame_only.yaml"
+    report = probe.main(
+        ["--checkpoint", f"tiny_trained={checkpoint}"]
+        + ["--random-init", f"tiny_key_frame_only={TINY_PRETRAINING},{key_frame_only}"]
+        + ["--num-train", "12", "--num-val", "8", "--data-dir", str(tmp_path / "probe")]
+        + ["--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "object_motion_probe")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["object_motion_probe"]
+    # Key frame only has no token of a later frame: no rows for it.
+    assert [(row["run"], row["target"]) for row in rows] == [
+        ("tiny_trained", "direction (5 classes)"),
+        ("tiny_trained", "moving or still"),
+    ]
+    for row in rows:
+        assert row["features"] == 2 * 32 + 4  # two residual tokens of 32 and the colour (4 colours)
+        assert 0.0 <= row["acc_all"] <= 1.0 and 0.0 < row["majority_all"] <= 1.0
+    assert "1-object clips %" in table_header(markdown)
+    assert "No rows for tiny_key_frame_only" in markdown
+
+
+def test_object_motion_probe_reads_the_last_and_middle_frames_not_the_key_frame(benchmarks) -> None:
+    probe = benchmarks("object_motion_probe")
+    assert probe.later_frames(8, key=0) == (7, 3)
+    assert probe.later_frames(8, key=7) == (6, 3)
+    assert probe.later_frames(8, key=3) == (7, 4)
+
+
 def test_shape_probe_reader_learns_what_is_there_and_nothing_else(benchmarks) -> None:
     shape_probe = benchmarks("shape_probe")
     generator = torch.Generator().manual_seed(0)

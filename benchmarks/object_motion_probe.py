@@ -1,0 +1,173 @@
+"""How much of each object's motion the tokens of a later frame hold when a clip has several objects.
+
+``motion_probe.py`` asks where the ONE object of a clip moves. A question about a clip of two or three
+objects names one of them ("Is the red circle moving or still?"), so the tokens must say how each
+object moves. For every tokenizer named (a pretraining checkpoint, or a config for random weights),
+each object of a MotionShapes corpus of one to three objects a clip is read from:
+
+- the tokens of the clip's last frame and of its middle frame other than the key frame's (a VTok
+  tokenizer's two residual tokens; naive frame sampling's grid cells of those frames), and
+- the object's colour (one-hot), which tells the reader which object is asked about (the colours of a
+  clip differ),
+
+by one small MLP probe (the same for every run; :func:`harness.mlp_probe_predictions`) for its
+direction (left, right, up, down or still) and for whether it moves at all. It is fitted on the train
+split's objects and scored on the val split's, per number of objects in the clip, beside the majority
+class of each group. A tokenizer without tokens of later frames (key frame only) has nothing to read.
+
+    python benchmarks/object_motion_probe.py \\
+        --checkpoint vtok=runs/quickstart/vtok/version_0/checkpoints/last.ckpt \\
+        --checkpoint naive=runs/quickstart/naive/version_0/checkpoints/last.ckpt
+
+A checkpoint's run is rebuilt from the ``config.yaml`` Lightning saved beside its ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402
+    Column,
+    add_probe_arguments,
+    machine_info,
+    mlp_probe_predictions,
+    probe_corpus,
+    probe_model,
+    probe_runs,
+    probe_runs_note,
+    read_clips,
+    write_report,
+)
+
+from vtok_lit.core.tokens import TokenKind  # noqa: E402
+from vtok_lit.data.motionshapes.vocabulary import COLORS  # noqa: E402
+from vtok_lit.data.motionshapes.vocabulary import DIRECTIONS as MOVES  # noqa: E402
+
+DIRECTIONS = ("still", *MOVES)
+MAX_OBJECTS = 3
+PROBE_STEPS = 1500
+
+
+def later_frames(num_frames: int, key: int) -> tuple[int, int]:
+    """The last frame and the middle one, skipping the key frame."""
+    last, middle = num_frames - 1, (num_frames - 1) // 2
+    return last if last != key else last - 1, middle if middle != key else middle + 1
+
+
+@torch.no_grad()
+def object_rows(
+    tokenizer: Any, records: list[Any], num_frames: int, image_size: int, batch_size: int
+) -> dict[str, torch.Tensor] | None:
+    """Per object of ``records``: ``features`` (its clip's later-frame tokens and its colour),
+    ``direction`` (an index of DIRECTIONS) and ``objects`` (in its clip); None when the tokenizer has
+    no token of a frame other than the key frame."""
+    features, directions, counts = [], [], []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        tokens = tokenizer(read_clips(batch, num_frames, image_size))
+        key = tokenizer.key_frame_index(num_frames)
+        frames = later_frames(num_frames, key)
+        later = (tokens.kinds != TokenKind.SPATIAL) & torch.isin(tokens.frame_index, torch.tensor(frames))
+        if not later.any():
+            return None
+        clip_features = tokens.tokens[:, later.to(tokens.tokens.device)].flatten(1)
+        for index, record in enumerate(batch):
+            for obj in record.meta["objects"]:
+                colour = torch.zeros(len(COLORS))
+                colour[list(COLORS).index(obj["color"])] = 1.0
+                features.append(torch.cat([clip_features[index].float(), colour]))
+                directions.append(DIRECTIONS.index(obj["direction"]))
+                counts.append(len(record.meta["objects"]))
+    return {
+        "features": torch.stack(features),
+        "direction": torch.tensor(directions),
+        "objects": torch.tensor(counts),
+    }
+
+
+def probe_rows(
+    run: str, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]
+) -> list[dict[str, Any]]:
+    """One row per target: accuracy on all val objects and per number of objects in the clip."""
+    targets = {
+        "direction (5 classes)": (train["direction"], val["direction"], len(DIRECTIONS)),
+        "moving or still": ((train["direction"] > 0).long(), (val["direction"] > 0).long(), 2),
+    }
+    rows = []
+    for target, (y_train, y_val, classes) in targets.items():
+        predicted = mlp_probe_predictions(train["features"], val["features"], y_train, classes, PROBE_STEPS)
+        row: dict[str, Any] = {"run": run, "target": target, "features": train["features"].shape[1]}
+        for group, chosen in [("all", torch.ones_like(y_val, dtype=torch.bool))] + [
+            (str(count), val["objects"] == count) for count in range(1, MAX_OBJECTS + 1)
+        ]:
+            if chosen.any():
+                row[f"acc_{group}"] = float((predicted[chosen] == y_val[chosen]).float().mean())
+                row[f"majority_{group}"] = float(y_val[chosen].bincount().max() / chosen.sum())
+        scores = ", ".join(f"{key}={value:.3f}" for key, value in row.items() if key.startswith("acc"))
+        print(f"{run} / {target}: {scores}")
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_probe_arguments(
+        parser, name="object_motion_probe", num_train=2400, num_val=400, corpus_seed=11, batch_size=50
+    )
+    args = parser.parse_args(argv)
+    runs = probe_runs(parser, args)
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    for name, configs, checkpoint in runs:
+        model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer",))
+        shape = (num_frames, image_size)
+        if shape not in corpora:
+            corpora[shape] = probe_corpus(args, num_frames, image_size, max_objects=MAX_OBJECTS)
+        splits = corpora[shape]
+        read = {
+            split: object_rows(model.tokenizer, splits[split], num_frames, image_size, args.batch_size)
+            for split in splits
+        }
+        if read["train"] is None or read["val"] is None:
+            print(f"{name}: no tokens of frames other than the key frame, nothing to probe")
+            skipped.append(name)
+            continue
+        rows += probe_rows(name, read["train"], read["val"])
+
+    percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
+    columns = [Column("run", "run"), Column("target", "target"), Column("features", "features", "d")]
+    for group, label in [("all", "all objects")] + [
+        (str(count), f"{count}-object clips") for count in range(1, MAX_OBJECTS + 1)
+    ]:
+        columns += [
+            Column(f"{label} %", f"acc_{group}", percent),
+            Column(f"majority ({label}) %", f"majority_{group}", percent),
+        ]
+    notes = [
+        f"An MLP probe (one hidden layer of 256, {PROBE_STEPS} steps) reads each object's direction and "
+        "whether it moves from the tokens of its clip's last and middle frames plus the object's colour: "
+        f"fitted on the objects of {args.num_train} MotionShapes clips of 1 to {MAX_OBJECTS} objects, "
+        f"scored on those of {args.num_val} others (corpus seed {args.corpus_seed}).",
+        probe_runs_note(runs),
+    ]
+    if skipped:
+        notes.append(f"No rows for {', '.join(skipped)}: no tokens of frames other than the key frame.")
+    tables = [("", columns, rows)]
+    return write_report(
+        args.name, "Object motion probe", notes, tables, machine_info(), vars(args), args.output_dir
+    )
+
+
+if __name__ == "__main__":
+    main()
