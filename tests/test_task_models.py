@@ -102,7 +102,7 @@ def test_weights_without_token_statistics_load_as_an_unstandardised_reader() -> 
     """A model trained before its projector read standardised tokens keeps reading them raw."""
     old, tokens = video_qa_and_tokens(standardize_tokens=False)
     new, _ = video_qa_and_tokens()
-    with pytest.warns(UserWarning, match="standardizer: the weights loaded have no token statistics"):
+    with pytest.warns(UserWarning, match="projector: the weights loaded have no token statistics"):
         new.load_state_dict(old.state_dict())
     with torch.no_grad():
         expected = old.project_tokens(tokens)

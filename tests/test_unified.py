@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from vtok_lit.core import (
     UnifiedVideoModel,
     VTokTokenizer,
 )
+from vtok_lit.core.tokens import TokenKind
 from vtok_lit.core.unified import GENERATION_MARKER, UNDERSTANDING_MARKER
 from vtok_lit.modules import CheckpointMismatchError, TextToVideo, UnifiedVideoLM, VideoLLM
 
@@ -265,6 +267,12 @@ def test_a_checkpoint_without_token_statistics_initialises_a_module_that_reads_t
         new = tiny_module(VideoLLM, seed=1, init_checkpoint=path).eval()
     video = clips(2)
     assert torch.allclose(answer_logits(new.model, video), answer_logits(old.model, video), atol=1e-4)
+    # A checkpoint of the other task gives only the tokenizer and LM: the statistics stay to be learned.
+    path = save_checkpoint(tiny_module(TextToVideo), tmp_path / "text_to_video.ckpt")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*no token statistics")
+        fresh = tiny_module(VideoLLM, seed=1, init_checkpoint=path)
+    assert fresh.model.standardizer.num_updates.tolist() == [0] * len(TokenKind)
 
 
 def test_weights_that_do_not_fit_are_refused_with_the_keys_named(tmp_path: Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -25,8 +22,8 @@ class TokenStandardizer(nn.Module):
     ``1 / momentum`` of them follow an exponential moving average, which tracks a tokenizer that is
     still training.
 
-    A state dict without the statistics (a model trained before its reader standardised) loads as the
-    identity, held fixed: the tokens are read as that model was trained to read them.
+    A model trained before its reader standardised the tokens loads :meth:`fixed_identity_state`: the
+    tokens are read as that model was trained to read them.
     """
 
     def __init__(self, token_dim: int, momentum: float = 0.01, eps: float = 1e-5) -> None:
@@ -67,16 +64,11 @@ class TokenStandardizer(nn.Module):
         scale = torch.sqrt(self.var[kinds] + self.eps)
         return (standardized * scale + self.mean[kinds]).to(standardized.dtype)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        names = [prefix + name for name in ("mean", "var", "num_updates")]
-        if not any(name in state_dict for name in names):
-            warnings.warn(
-                f"{prefix.rstrip('.')}: the weights loaded have no token statistics (written before "
-                "these tokens were standardised), so the tokens are read unstandardised, as that model "
-                "was trained to read them",
-                stacklevel=2,
-            )
-            state_dict[names[0]] = torch.zeros_like(self.mean)
-            state_dict[names[1]] = torch.ones_like(self.var)
-            state_dict[names[2]] = torch.full_like(self.num_updates, -1)
-        super()._load_from_state_dict(state_dict, prefix, *args)
+    def fixed_identity_state(self) -> dict[str, torch.Tensor]:
+        """A state dict of statistics that leave tokens as they are and never update: what a model
+        trained before its reader standardised the tokens loads (see the class docstring)."""
+        return {
+            "mean": torch.zeros_like(self.mean),
+            "var": torch.ones_like(self.var),
+            "num_updates": torch.full_like(self.num_updates, -1),
+        }

@@ -13,7 +13,8 @@ the next-token loss on the answer; answering is greedy decoding after the questi
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+import warnings
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -91,6 +92,23 @@ class VideoQuestionAnswering(nn.Module):
         self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
         self.standardizer = TokenStandardizer(tokenizer.token_dim) if standardize_tokens else None
         self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Weights of a model whose projector read the tokens unstandardised (written before
+        # standardize_tokens) have a projector but no statistics: it keeps reading them that way.
+        statistics = f"{prefix}standardizer."
+        unstandardised = f"{prefix}projector.0.weight" in state_dict and not any(
+            key.startswith(statistics) for key in state_dict
+        )
+        if self.standardizer is not None and unstandardised:
+            warnings.warn(
+                f"{prefix}projector: the weights loaded have no token statistics (written before the "
+                "video tokens were standardised), so it reads the tokens unstandardised, as it was trained",
+                stacklevel=2,
+            )
+            for name, value in self.standardizer.fixed_identity_state().items():
+                state_dict[statistics + name] = value
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def video_prefix(
         self, video: torch.Tensor, paths: list[str] | None = None, frame_indices: torch.Tensor | None = None

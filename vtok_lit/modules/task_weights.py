@@ -78,8 +78,8 @@ def load_into(target: nn.Module, weights: dict[str, Any], whole: bool, path: str
     """Load ``weights`` into ``target``: all of its weights when ``whole``, else those given (each of
     which it must have), raising a :class:`CheckpointMismatchError` that names the keys at fault.
 
-    A part that fills in state an older checkpoint lacks (a token standardizer's statistics) does so
-    here; only what is still missing after that counts as missing."""
+    A part that fills in state an older checkpoint lacks (an understanding model's token statistics)
+    does so here; only what is still missing after that counts as missing."""
     own = target.state_dict()
     unexpected = sorted(set(weights) - set(own))
     misshapen = [
