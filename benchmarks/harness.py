@@ -8,6 +8,7 @@ A script builds its rows as dicts of raw numbers, names its columns, and hands b
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -178,19 +179,34 @@ def probe_corpus(
     args: argparse.Namespace, num_frames: int, image_size: int, max_objects: int
 ) -> dict[str, list[Any]]:
     """``{"train": records, "val": records}`` of the probe's MotionShapes corpus for clips of
-    ``num_frames`` frames of ``image_size``, made in ``args.data_dir`` on first use."""
+    ``num_frames`` frames of ``image_size``, made in ``args.data_dir`` on first use and read once a
+    process: runs of the same clip shape share it."""
+    settings = (args.num_train, args.num_val, args.corpus_seed)
+    return _probe_corpus(Path(args.data_dir), *settings, num_frames, image_size, max_objects)
+
+
+@functools.cache
+def _probe_corpus(
+    data_dir: Path,
+    num_train: int,
+    num_val: int,
+    seed: int,
+    num_frames: int,
+    image_size: int,
+    max_objects: int,
+) -> dict[str, list[Any]]:
     from vtok_lit.data.manifest import read_manifest
     from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
 
     corpus = MotionShapesConfig(
-        num_train=args.num_train,
-        num_val=args.num_val,
+        num_train=num_train,
+        num_val=num_val,
         num_frames=num_frames,
         image_size=image_size,
         max_objects=max_objects,
-        seed=args.corpus_seed,
+        seed=seed,
     )
-    records = read_manifest(ensure_motionshapes(args.data_dir / f"t{num_frames}_s{image_size}", corpus))
+    records = read_manifest(ensure_motionshapes(data_dir / f"t{num_frames}_s{image_size}", corpus))
     return {split: [record for record in records if record.split == split] for split in ("train", "val")}
 
 

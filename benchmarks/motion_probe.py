@@ -165,13 +165,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = probe_runs(parser, args)
 
     rows = []
-    corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for name, configs, checkpoint in runs:
         model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer",))
         tokenizer = model.tokenizer
-        if (num_frames, image_size) not in corpora:
-            corpora[num_frames, image_size] = probe_corpus(args, num_frames, image_size, max_objects=1)
-        splits = corpora[num_frames, image_size]
+        splits = probe_corpus(args, num_frames, image_size, max_objects=1)
         labels = {split: [clip_labels(r) for r in splits[split]] for split in splits}
         targets = {
             split: {

@@ -128,13 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for name, configs, checkpoint in runs:
         model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer",))
-        shape = (num_frames, image_size)
-        if shape not in corpora:
-            corpora[shape] = probe_corpus(args, num_frames, image_size, max_objects=MAX_OBJECTS)
-        splits = corpora[shape]
+        splits = probe_corpus(args, num_frames, image_size, max_objects=MAX_OBJECTS)
         read = {
             split: object_rows(model.tokenizer, splits[split], num_frames, image_size, args.batch_size)
             for split in splits

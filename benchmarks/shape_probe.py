@@ -152,13 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = probe_runs(parser, args)
 
     rows: list[dict[str, Any]] = []
-    corpora: dict[tuple[int, int], dict[str, list[Any]]] = {}
     for name, configs, checkpoint in runs:
         model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer", "decoder"))
-        shape = (num_frames, image_size)
-        if shape not in corpora:
-            corpora[shape] = probe_corpus(args, num_frames, image_size, max_objects=3)
-        splits = corpora[shape]
+        splits = probe_corpus(args, num_frames, image_size, max_objects=3)
         labels = {split: object_labels(splits[split]) for split in splits}
         features = {
             split: stage_features(
