@@ -10,6 +10,8 @@ task it does hold, and keeps its own task parts (projector, token head) as built
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -93,7 +95,13 @@ def load_into(target: nn.Module, weights: dict[str, Any], whole: bool, path: str
         if not missing:
             return
     elif whole:
-        missing = sorted(set(own) - set(weights))
+        # What the fitting weights leave unfilled, on a copy: the parts' own filling-in counts here too.
+        shaped = {key for key in weights if key in own}
+        fitting = {key: weights[key] for key in shaped if weights[key].shape == own[key].shape}
+        with warnings.catch_warnings():  # the copy's notes on what it filled in are not this load's
+            warnings.simplefilter("ignore")
+            left = copy.deepcopy(target).load_state_dict(fitting, strict=False).missing_keys
+        missing = sorted(set(left) - shaped)
     problems = [
         f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
         for label, keys in (
