@@ -6,6 +6,7 @@ from vtok_lit.core.tokenizers import (
     FrameSamplingTokenizer,
     KeyFrameTokenizer,
     VTokTokenizer,
+    merge_to_grid_tokens,
     pool_to_grid_tokens,
 )
 from vtok_lit.core.tokens import TokenKind
@@ -63,13 +64,51 @@ def test_pool_to_grid_tokens_holds_all_channels_of_one_cell_row_major():
         torch.testing.assert_close(tokens[:, r * GRID + c], cell)
 
 
+def test_merge_to_grid_tokens_holds_the_four_quarters_of_one_cell_row_major():
+    features = torch.randn(2, CHANNELS, 8, 8)
+    tokens = merge_to_grid_tokens(features, GRID)
+    assert tokens.shape == (2, GRID * GRID, 4 * CHANNELS)
+    for r, c in [(0, 0), (0, 3), (2, 1), (3, 3)]:
+        quarters = features[:, :, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].flatten(2).transpose(1, 2)
+        torch.testing.assert_close(tokens[:, r * GRID + c], quarters.flatten(1))
+
+
+def test_merge_to_grid_tokens_takes_any_feature_map_size():
+    """A 7x7 map (a ViT-B/32 at 224 px) on a 4x4 grid: each quarter averages its share of the map."""
+    features = torch.randn(1, CHANNELS, 7, 7)
+    tokens = merge_to_grid_tokens(features, GRID)
+    assert tokens.shape == (1, GRID * GRID, 4 * CHANNELS)
+    torch.testing.assert_close(tokens[0, 0, :CHANNELS], features[0, :, 0, 0])
+
+
+@pytest.mark.parametrize("cell_pooling", ["mean", "merge"])
+def test_only_merge_pooling_tells_apart_two_cells_of_the_same_mean(cell_pooling):
+    """An object's shape is the layout of its features inside a cell: swapping a cell's left and right
+    halves keeps their mean, so "mean" pooling gives the same token and "merge" another."""
+    num_frames = 3
+    features = torch.randn(num_frames, CHANNELS, 8, 8)
+    tokenizer = make(KeyFrameTokenizer, features, cell_pooling=cell_pooling)
+    before = tokens_of(tokenizer, 1, num_frames)
+    mirrored = features.clone()
+    mirrored[0, :, 2:4, 4:6] = features[0, :, 2:4, 4:6].flip(-1)
+    tokenizer.frame_encoder.features = mirrored
+    changed = changed_positions(before, tokens_of(tokenizer, 1, num_frames))
+    assert changed == ([1 * GRID + 2] if cell_pooling == "merge" else [])
+
+
+def test_an_unknown_cell_pooling_is_named():
+    with pytest.raises(ValueError, match="cell_pooling='max'"):
+        make(VTokTokenizer, torch.randn(2, CHANNELS, 8, 8), cell_pooling="max")
+
+
+@pytest.mark.parametrize("cell_pooling", ["mean", "merge"])
 @pytest.mark.parametrize("tokenizer_class", [VTokTokenizer, KeyFrameTokenizer])
 @pytest.mark.parametrize("key_frame", ["first", "middle"])
 @pytest.mark.parametrize(("row", "col"), [(0, 0), (1, 2), (3, 3)])
-def test_a_key_frame_cell_changes_only_its_spatial_token(tokenizer_class, key_frame, row, col):
+def test_a_key_frame_cell_changes_only_its_spatial_token(tokenizer_class, key_frame, row, col, cell_pooling):
     num_frames, cells = 5, GRID * GRID
     features = torch.randn(num_frames, CHANNELS, 8, 8)
-    tokenizer = make(tokenizer_class, features, key_frame=key_frame)
+    tokenizer = make(tokenizer_class, features, key_frame=key_frame, cell_pooling=cell_pooling)
     key = tokenizer.key_frame_index(num_frames)
     before = tokens_of(tokenizer, 1, num_frames)
     for channel in range(CHANNELS):  # the token depends on every channel of its cell

@@ -18,6 +18,7 @@ from vtok_lit.core.tokenizers import (
     KeyFrameTokenizer,
     VideoTokenizer,
     VTokTokenizer,
+    merge_to_grid_tokens,
     pool_to_grid_tokens,
 )
 from vtok_lit.core.tokens import TokenKind, VideoTokens
@@ -58,5 +59,6 @@ __all__ = [
     "VideoTokens",
     "WarmupCosineSchedule",
     "encode_frames_cached",
+    "merge_to_grid_tokens",
     "pool_to_grid_tokens",
 ]

@@ -27,6 +27,7 @@ KeyFrame = int | KeyFrameName
 ResidualPooling = Literal["mean", "attention", "moments"]
 GroupReduction = Literal["mean", "subsample"]
 ResidualFeatures = Literal["residual", "absolute"]
+CellPooling = Literal["mean", "merge"]
 
 
 def pool_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -37,6 +38,21 @@ def pool_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor:
     """
     pooled = F.adaptive_avg_pool2d(features, grid_size)  # (B, C, g, g)
     return pooled.flatten(2).transpose(1, 2)
+
+
+def merge_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """Pools ``(B, C, h, w)`` feature maps to a ``2g x 2g`` grid and returns ``(B, g * g, 4 * C)``:
+    token ``r * g + c`` holds the four quarters of grid cell (row r, column c), top left, top right,
+    bottom left, bottom right, each with all C channels.
+
+    Where :func:`pool_to_grid_tokens` averages a cell's features into one vector, this keeps their
+    layout inside the cell: the arrangement that tells an object's shape. At ``h = w = 2g`` (an 8x8
+    map on a 4x4 grid) the quarters are the feature vectors themselves.
+    """
+    batch, channels = features.shape[:2]
+    quarters = F.adaptive_avg_pool2d(features, 2 * grid_size)  # (B, C, 2g, 2g)
+    quarters = quarters.reshape(batch, channels, grid_size, 2, grid_size, 2)
+    return quarters.permute(0, 2, 4, 3, 5, 1).reshape(batch, grid_size * grid_size, 4 * channels)
 
 
 def _check_choice(name: str, value: str, choices: object) -> None:
@@ -83,7 +99,12 @@ class VideoTokenizer(nn.Module, ABC):
     """
 
     def __init__(
-        self, frame_encoder: FrameEncoder, token_dim: int = 128, grid_size: int = 4, max_frames: int = 64
+        self,
+        frame_encoder: FrameEncoder,
+        token_dim: int = 128,
+        grid_size: int = 4,
+        max_frames: int = 64,
+        cell_pooling: CellPooling = "mean",
     ) -> None:
         """
         Args:
@@ -91,16 +112,23 @@ class VideoTokenizer(nn.Module, ABC):
             token_dim: Size D of every token.
             grid_size: Side g of the grid a frame's feature map is pooled to (S = g * g tokens a frame).
             max_frames: Longest clip the frame-index embedding covers.
+            cell_pooling: How a grid cell's features become its token: "mean" (their average, then a
+                linear map to D) or "merge" (the averages of the cell's four quarters side by side,
+                then a linear map to D: the layout inside the cell, and so an object's shape, stays
+                readable). The same S tokens either way.
         """
         super().__init__()
         if grid_size < 1:
             raise ValueError(f"grid_size must be at least 1, got {grid_size}")
+        _check_choice("cell_pooling", cell_pooling, CellPooling)
         self.frame_encoder = frame_encoder
         self.token_dim = token_dim
         self.grid_size = grid_size
         self.max_frames = max_frames
         self.tokens_per_frame = grid_size**2
-        self.cell_projection = nn.Linear(frame_encoder.out_channels, token_dim)
+        self.cell_pooling = cell_pooling
+        cell_features = frame_encoder.out_channels * (4 if cell_pooling == "merge" else 1)
+        self.cell_projection = nn.Linear(cell_features, token_dim)
         self.cell_embedding = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, token_dim))
         self.frame_embedding = FrameEmbedding(max_frames, token_dim)
         # Index tensors that depend only on (T, device), built once: rebuilding them every step is
@@ -172,7 +200,8 @@ class VideoTokenizer(nn.Module, ABC):
             frame_positions: ``(F, D)`` frame-index embeddings of those frames.
         """
         batch, frames = features.shape[:2]
-        cells = pool_to_grid_tokens(features.flatten(0, 1), self.grid_size)  # (B * F, S, C)
+        pool = merge_to_grid_tokens if self.cell_pooling == "merge" else pool_to_grid_tokens
+        cells = pool(features.flatten(0, 1), self.grid_size)  # (B * F, S, C or 4 * C)
         tokens = self.cell_projection(cells) + self.cell_embedding
         tokens = tokens.unflatten(0, (batch, frames)) + frame_positions[None, :, None]
         return tokens.flatten(1, 2)
@@ -203,7 +232,7 @@ class KeyFrameTokenizer(VideoTokenizer):
             frame_encoder: The per-frame feature extractor ``F``.
             key_frame: Which frame is the key: "first", "middle" (``T // 2``) or an index (negative
                 counts from the end).
-            **kwargs: The :class:`VideoTokenizer` options (token_dim, grid_size, max_frames).
+            **kwargs: The :class:`VideoTokenizer` options (token_dim, grid_size, max_frames, cell_pooling).
         """
         super().__init__(frame_encoder, **kwargs)
         if isinstance(key_frame, str):
@@ -302,7 +331,7 @@ class VTokTokenizer(KeyFrameTokenizer):
                 learns from the spatial tokens alone (and ``g_phi`` from the residual tokens): the
                 ablation that tells whether serving both costs the spatial tokens.
             **kwargs: The :class:`KeyFrameTokenizer` option (key_frame) and the
-                :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames).
+                :class:`VideoTokenizer` ones (token_dim, grid_size, max_frames, cell_pooling).
         """
         super().__init__(frame_encoder, **kwargs)
         if temporal_stride < 1:
