@@ -48,13 +48,16 @@ def test_fsdp_overlay_makes_each_transformer_block_a_shard_unit() -> None:
     assert not policy(nn.Linear(8, 8), recurse=False)
 
 
-def fit(manifest: Path, out: Path, *extra: str) -> tuple[VTokCLI, list[dict[str, str]]]:
-    """A tiny 4-step fit with validation; returns the CLI and the rows of its metrics.csv."""
+def fit(
+    manifest: Path, out: Path, *extra: str, config: str = "pretraining_tiny.yaml"
+) -> tuple[VTokCLI, list[dict[str, str]]]:
+    """A tiny fit with validation (4 steps of ``config`` by default); returns the CLI and the rows of
+    its metrics.csv."""
     cli = main(
         [
             "fit",
             "-c",
-            str(CONF / "pretraining_tiny.yaml"),
+            str(CONF / config),
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.init_args.save_dir={out}",
             f"--trainer.default_root_dir={out}",
@@ -97,3 +100,29 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     single_weights = single.model.state_dict()
     for name, value in ddp.model.state_dict().items():
         torch.testing.assert_close(value, single_weights[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_the_token_statistics_of_the_whole_batch(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """The understanding projector's token statistics after a step: two processes with half the batch
+    each fold in the statistics of the whole batch, as one process does (not process 0's half)."""
+    one_step = ("--trainer.max_steps=1", "--trainer.val_check_interval=1", "--trainer.callbacks=[]")
+    understanding = {"config": "understanding_tiny.yaml"}
+    single, _ = fit(
+        tiny_corpus, tmp_path / "single", *one_step, "--data.init_args.batch_size=4", **understanding
+    )
+    ddp, _ = fit(
+        tiny_corpus,
+        tmp_path / "ddp",
+        *one_step,
+        "--trainer.strategy=ddp_spawn",
+        "--trainer.devices=2",
+        "--data.init_args.batch_size=2",
+        **understanding,
+    )
+    statistics = ddp.model.model.standardizer.state_dict()
+    assert statistics["num_updates"].amax() == 1
+    for name, value in single.model.model.standardizer.state_dict().items():
+        torch.testing.assert_close(statistics[name], value, rtol=1e-4, atol=1e-6, msg=name)

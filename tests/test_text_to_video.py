@@ -22,8 +22,6 @@ from vtok_lit.core import (
 )
 from vtok_lit.core.sequences import build_video_generation_sequences
 from vtok_lit.core.token_heads import FlowMatchingTokenHead
-from vtok_lit.core.token_standardizer import TokenStandardizer
-from vtok_lit.core.tokens import TokenKind
 from vtok_lit.data import write_manifest, write_video
 from vtok_lit.data.motionshapes import BACKGROUND, COLORS
 from vtok_lit.modules import CheckpointMismatchError, TextToVideo, TokenizerPretraining
@@ -203,21 +201,6 @@ def test_flow_matching_head_trains_and_samples_reproducibly() -> None:
     assert first.shape == (5, TOKEN_DIM)
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, other)
-
-
-def test_token_standardizer_round_trips_and_follows_the_data_of_each_kind() -> None:
-    standardizer = TokenStandardizer(4)
-    kinds = torch.tensor([TokenKind.SPATIAL] * 3 + [TokenKind.RESIDUAL] * 2)
-    # Spatial tokens around 5 with spread 3, residual tokens around -1 with spread 0.2.
-    scale = torch.tensor([3.0, 3.0, 3.0, 0.2, 0.2])[:, None]
-    shift = torch.tensor([5.0, 5.0, 5.0, -1.0, -1.0])[:, None]
-    tokens = shift + scale * torch.randn(1000, 5, 4)
-    standardizer.update(tokens, kinds)
-    standardized = standardizer(tokens, kinds)
-    for kind in (TokenKind.SPATIAL, TokenKind.RESIDUAL):
-        of_kind = standardized[:, kinds == kind]
-        assert of_kind.mean().abs() < 0.1 and (of_kind.std() - 1).abs() < 0.1, kind
-    torch.testing.assert_close(standardizer.inverse(standardized, kinds), tokens)
 
 
 def test_fit_and_validate_log_the_benchmark(tmp_path: Path) -> None:

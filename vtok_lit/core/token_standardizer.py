@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -41,18 +43,45 @@ class TokenStandardizer(nn.Module):
         self.register_buffer("var", torch.ones(num_kinds, token_dim))
         # Batches folded in per kind; -1 marks statistics held fixed (see the class docstring).
         self.register_buffer("num_updates", torch.zeros(num_kinds, dtype=torch.long))
+        # Set by what trains it in several processes: sums a tensor over them (the task modules hand
+        # it Lightning's strategy's reduce). None: this process's batch alone.
+        self.sum_across_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, tokens: torch.Tensor, kinds: torch.Tensor) -> None:
-        """Fold the statistics of ``(..., L, D)`` tokens of ``(L,)`` kinds into the running ones."""
-        for kind in kinds.unique().tolist():
-            if self.num_updates[kind] < 0:
-                continue
-            flat = tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).float()
+        """Fold the statistics of ``(..., L, D)`` tokens of ``(L,)`` kinds into the running ones.
+
+        With :attr:`sum_across_processes` set, they are the statistics of every process's batch
+        together, so every process keeps the same ones (those of one process with the whole batch).
+        """
+        present = [kind for kind in kinds.unique().tolist() if self.num_updates[kind] >= 0]
+        if not present:
+            return
+        # Per kind: the count, sum and sum of squares of its tokens, in float64 (the variance is
+        # taken from them), summed over the processes in one call.
+        moments = torch.stack(
+            [
+                torch.cat([flat.new_tensor([len(flat)]), flat.sum(0), flat.square().sum(0)])
+                for flat in (
+                    tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).double()
+                    for kind in present
+                )
+            ]
+        )
+        if self.sum_across_processes is not None:
+            moments = self.sum_across_processes(moments)
+        count, sums, squares = (
+            moments[:, :1],
+            moments[:, 1 : 1 + self.mean.shape[1]],
+            moments[:, 1 + self.mean.shape[1] :],
+        )
+        batch_mean = sums / count
+        batch_var = (squares / count - batch_mean.square()).clamp_min(0)
+        for index, kind in enumerate(present):
             # A plain running mean until the average would weigh batches less than ``momentum`` does.
             weight = max(self.momentum, 1.0 / float(self.num_updates[kind] + 1))
-            self.mean[kind].lerp_(flat.mean(0), weight)
-            self.var[kind].lerp_(flat.var(0, unbiased=False), weight)
+            self.mean[kind].lerp_(batch_mean[index].to(self.mean.dtype), weight)
+            self.var[kind].lerp_(batch_var[index].to(self.var.dtype), weight)
             self.num_updates[kind] += 1
 
     def forward(self, tokens: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:

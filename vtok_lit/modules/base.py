@@ -16,6 +16,7 @@ from torchmetrics import Metric, MetricCollection
 from vtok_lit import __version__
 from vtok_lit.callbacks.data_guard import RequireUsableData
 from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.token_standardizer import TokenStandardizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.modules.checkpoints import (
     CheckpointMismatchError,
@@ -251,6 +252,24 @@ class TaskModule(VTokModule):
             return
         load_task_weights(self, init_checkpoint)
         self.save_hyperparameters({**self.hparams, "init_checkpoint": None})
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # Token statistics are those of the whole batch, however many processes share it.
+        self._hand_standardizers(self.sum_across_processes)
+
+    def teardown(self, stage: str) -> None:
+        super().teardown(stage)
+        self._hand_standardizers(None)  # outside a run, nothing refers back to it
+
+    def _hand_standardizers(self, sum_across_processes: Any) -> None:
+        for module in self.modules():
+            if isinstance(module, TokenStandardizer):
+                module.sum_across_processes = sum_across_processes
+
+    def sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the run's processes by its strategy (itself on one device)."""
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
