@@ -39,6 +39,17 @@ def test_token_standardizer_round_trips_and_follows_the_data_of_each_kind() -> N
     torch.testing.assert_close(standardizer.inverse(standardized, kinds), tokens)
 
 
+def test_a_small_spread_on_a_large_mean_is_measured_in_float32() -> None:
+    """Tokens around 1000 with spread 0.01: a mean of squares minus a squared mean would lose it."""
+    tokens = 1000 + 0.01 * torch.randn(64, 5, 4, generator=torch.Generator().manual_seed(0))
+    standardizer = TokenStandardizer(4)
+    standardizer.update(tokens, KINDS)
+    spatial = tokens[:, KINDS == TokenKind.SPATIAL].reshape(-1, 4).double()
+    torch.testing.assert_close(
+        standardizer.var[TokenKind.SPATIAL].double(), spatial.var(0, unbiased=False), rtol=1e-2, atol=0
+    )
+
+
 def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     torch.distributed.all_reduce(tensor)
     return tensor

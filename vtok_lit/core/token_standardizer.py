@@ -57,32 +57,29 @@ class TokenStandardizer(nn.Module):
         present = [kind for kind in kinds.unique().tolist() if self.num_updates[kind] >= 0]
         if not present:
             return
-        # Per kind: the count, sum and sum of squares of its tokens, in float64 (the variance is
-        # taken from them), summed over the processes in one call.
-        moments = torch.stack(
-            [
-                torch.cat([flat.new_tensor([len(flat)]), flat.sum(0), flat.square().sum(0)])
-                for flat in (
-                    tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).double()
-                    for kind in present
-                )
-            ]
+        flats = [
+            tokens[..., kinds == kind, :].detach().reshape(-1, tokens.shape[-1]).float() for kind in present
+        ]
+        # Two sums over the processes: each kind's count and sum, then its squared deviations from
+        # the mean they give (no difference of large sums, so float32 keeps a small spread on a
+        # large mean; float64 is not on every accelerator).
+        totals = self._sum(
+            torch.stack([torch.cat([flat.new_tensor([len(flat)]), flat.sum(0)]) for flat in flats])
         )
-        if self.sum_across_processes is not None:
-            moments = self.sum_across_processes(moments)
-        count, sums, squares = (
-            moments[:, :1],
-            moments[:, 1 : 1 + self.mean.shape[1]],
-            moments[:, 1 + self.mean.shape[1] :],
+        count, batch_mean = totals[:, :1], totals[:, 1:] / totals[:, :1]
+        deviations = torch.stack(
+            [(flat - mean).square().sum(0) for flat, mean in zip(flats, batch_mean, strict=True)]
         )
-        batch_mean = sums / count
-        batch_var = (squares / count - batch_mean.square()).clamp_min(0)
+        batch_var = self._sum(deviations) / count
         for index, kind in enumerate(present):
             # A plain running mean until the average would weigh batches less than ``momentum`` does.
             weight = max(self.momentum, 1.0 / float(self.num_updates[kind] + 1))
             self.mean[kind].lerp_(batch_mean[index].to(self.mean.dtype), weight)
             self.var[kind].lerp_(batch_var[index].to(self.var.dtype), weight)
             self.num_updates[kind] += 1
+
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.sum_across_processes is None else self.sum_across_processes(tensor)
 
     def forward(self, tokens: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         """Standardised ``(..., L, D)`` tokens of ``(L,)`` kinds."""
