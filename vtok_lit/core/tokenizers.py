@@ -114,8 +114,9 @@ class VideoTokenizer(nn.Module, ABC):
             max_frames: Longest clip the frame-index embedding covers.
             cell_pooling: How a grid cell's features become its token: "mean" (their average, then a
                 linear map to D) or "merge" (the averages of the cell's four quarters side by side,
-                then a linear map to D: the layout inside the cell, and so an object's shape, stays
-                readable). The same S tokens either way.
+                then a linear map to D: the layout inside the cell reaches the token; after the
+                quickstart's pretraining its tokens hold no more of an object's shape than the mean's,
+                README). The same S tokens either way.
         """
         super().__init__()
         if grid_size < 1:
