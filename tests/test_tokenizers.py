@@ -225,7 +225,11 @@ def test_group_reductions():
     subsample = make(VTokTokenizer, features, temporal_stride=2, group_reduction="subsample")
     pooled = (features - features[:1]).mean(dim=(-2, -1))
     positions = mean.frame_embedding.weight[[1, 3]]
-    expected_mean = mean.residual_mlp(torch.stack([pooled[1:3].mean(0), pooled[3:5].mean(0)])) + positions
+    grouped_mean = torch.stack([pooled[1:3].mean(0), pooled[3:5].mean(0)])
+    # pooled_residuals is what g_phi reads, one row per residual token.
+    torch.testing.assert_close(mean.pooled_residuals(features[None])[0], grouped_mean)
+    torch.testing.assert_close(subsample.pooled_residuals(features[None])[0], pooled[[1, 3]])
+    expected_mean = mean.residual_mlp(grouped_mean) + positions
     expected_subsample = subsample.residual_mlp(pooled[[1, 3]]) + positions
     torch.testing.assert_close(tokens_of(mean, 1, 5)[0, -2:], expected_mean)
     torch.testing.assert_close(tokens_of(subsample, 1, 5)[0, -2:], expected_subsample)

@@ -401,11 +401,16 @@ class VTokTokenizer(KeyFrameTokenizer):
     def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """Residual tokens of ``(B, T, C, h, w)`` features: ``(B, G, D)``, one per group of
         ``temporal_stride`` consecutive non-key frames (in time order)."""
+        group_starts = self._group_indices(features)[2]
+        positions = self.frame_embedding(features.shape[1])[group_starts]
+        return self.residual_mlp(self.pooled_residuals(features)) + positions
+
+    def pooled_residuals(self, features: torch.Tensor) -> torch.Tensor:
+        """What ``g_phi`` reads: ``pool(F(x_t) - F(x_key))`` of ``(B, T, C, h, w)`` features, ``(B, G,
+        C * K)`` with one row per residual token (a group's rows averaged or subsampled)."""
         batch, num_frames = features.shape[:2]
         key = self.key_frame_index(num_frames)
-        others, group_of, group_starts, group_sizes = self.cached_indices(
-            "residual_groups", num_frames, features.device, lambda: self._residual_group_indices(num_frames)
-        )
+        others, group_of, group_starts, group_sizes = self._group_indices(features)
         pooled_frames = group_starts if self.group_reduction == "subsample" else others
 
         if not self.residual_encoder_gradient:
@@ -419,9 +424,14 @@ class VTokTokenizer(KeyFrameTokenizer):
         if self.group_reduction == "mean":
             sums = pooled.new_zeros(batch, len(group_starts), pooled.shape[-1]).index_add(1, group_of, pooled)
             pooled = sums / group_sizes[:, None]
+        return pooled
 
-        positions = self.frame_embedding(num_frames)[group_starts]
-        return self.residual_mlp(pooled) + positions
+    def _group_indices(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`_residual_group_indices` for the clip length of ``features``, cached on their device."""
+        num_frames = features.shape[1]
+        return self.cached_indices(
+            "residual_groups", num_frames, features.device, lambda: self._residual_group_indices(num_frames)
+        )
 
     def pool_positions(self, features: torch.Tensor) -> torch.Tensor:
         """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C * K)``, K = 1 but for
