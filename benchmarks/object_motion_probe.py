@@ -14,6 +14,9 @@ by one small MLP probe (the same for every run; :func:`harness.mlp_probe_predict
 direction (left, right, up, down or still) and for whether it moves at all. It is fitted on the train
 split's objects and scored on the val split's, per number of objects in the clip, beside the majority
 class of each group. A tokenizer without tokens of later frames (key frame only) has nothing to read.
+For a VTok tokenizer the same probe also reads the two pooled residuals ``pool(F(x_t) - F(x_key))``
+that its map ``g_phi`` turns into those tokens (stage "pooled residuals (g_phi's input)"): what the
+tokens hold less of than their input, ``g_phi`` has dropped.
 
     python benchmarks/object_motion_probe.py \\
         --checkpoint vtok=runs/quickstart/vtok/version_0/checkpoints/last.ckpt \\
@@ -61,39 +64,62 @@ def later_frames(num_frames: int, key: int) -> tuple[int, int]:
     return last if last != key else last - 1, middle if middle != key else middle + 1
 
 
+STAGES = ("tokens", "pooled residuals (g_phi's input)")
+
+
+def later_frame_features(tokenizer: Any, clips: torch.Tensor, num_frames: int) -> dict[str, torch.Tensor]:
+    """Per stage of :data:`STAGES` a tokenizer has, ``(B, F)``: what it holds of the clips' last and
+    middle frames (:func:`later_frames`). ``tokens``: their tokens (a VTok tokenizer's two residual
+    tokens, naive frame sampling's grid cells); for a VTok tokenizer also the two pooled residuals
+    ``g_phi`` maps to those tokens. Empty when the tokenizer has no token of a later frame."""
+    frames = torch.tensor(later_frames(num_frames, tokenizer.key_frame_index(num_frames)))
+    features = tokenizer.encode_frames(clips)
+    tokens = tokenizer.tokenize_features(features)
+    later = (tokens.kinds != TokenKind.SPATIAL) & torch.isin(tokens.frame_index, frames)
+    if not later.any():
+        return {}
+    stages = {STAGES[0]: tokens.tokens[:, later.to(tokens.tokens.device)].flatten(1)}
+    if hasattr(tokenizer, "pooled_residuals"):
+        others, group_of = tokenizer.residual_groups(num_frames)
+        groups = torch.stack([group_of[others == frame][0] for frame in frames])
+        stages[STAGES[1]] = tokenizer.pooled_residuals(features)[:, groups.to(features.device)].flatten(1)
+    return stages
+
+
 @torch.no_grad()
 def object_rows(
     tokenizer: Any, records: list[Any], num_frames: int, image_size: int, batch_size: int
-) -> dict[str, torch.Tensor] | None:
-    """Per object of ``records``: ``features`` (its clip's later-frame tokens and its colour),
-    ``direction`` (an index of DIRECTIONS) and ``objects`` (in its clip); None when the tokenizer has
-    no token of a frame other than the key frame."""
-    features, directions, counts = [], [], []
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per stage (:func:`later_frame_features`), per object of ``records``: ``features`` (its clip's
+    later-frame features and its colour), ``direction`` (an index of DIRECTIONS) and ``objects`` (in
+    its clip); empty when the tokenizer has no token of a frame other than the key frame."""
+    features: dict[str, list[torch.Tensor]] = {}
+    directions, counts = [], []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
-        tokens = tokenizer(read_clips(batch, num_frames, image_size))
-        key = tokenizer.key_frame_index(num_frames)
-        frames = later_frames(num_frames, key)
-        later = (tokens.kinds != TokenKind.SPATIAL) & torch.isin(tokens.frame_index, torch.tensor(frames))
-        if not later.any():
-            return None
-        clip_features = tokens.tokens[:, later.to(tokens.tokens.device)].flatten(1)
+        stages = later_frame_features(tokenizer, read_clips(batch, num_frames, image_size), num_frames)
+        if not stages:
+            return {}
         for index, record in enumerate(batch):
             for obj in record.meta["objects"]:
                 colour = torch.zeros(len(COLORS))
                 colour[list(COLORS).index(obj["color"])] = 1.0
-                features.append(torch.cat([clip_features[index].float(), colour]))
+                for stage, clip_features in stages.items():
+                    features.setdefault(stage, []).append(torch.cat([clip_features[index].float(), colour]))
                 directions.append(DIRECTIONS.index(obj["direction"]))
                 counts.append(len(record.meta["objects"]))
     return {
-        "features": torch.stack(features),
-        "direction": torch.tensor(directions),
-        "objects": torch.tensor(counts),
+        stage: {
+            "features": torch.stack(rows),
+            "direction": torch.tensor(directions),
+            "objects": torch.tensor(counts),
+        }
+        for stage, rows in features.items()
     }
 
 
 def probe_rows(
-    run: str, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]
+    run: str, stage: str, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]
 ) -> list[dict[str, Any]]:
     """One row per target: accuracy on all val objects and per number of objects in the clip."""
     targets = {
@@ -103,7 +129,12 @@ def probe_rows(
     rows = []
     for target, (y_train, y_val, classes) in targets.items():
         predicted = mlp_probe_predictions(train["features"], val["features"], y_train, classes, PROBE_STEPS)
-        row: dict[str, Any] = {"run": run, "target": target, "features": train["features"].shape[1]}
+        row: dict[str, Any] = {
+            "run": run,
+            "stage": stage,
+            "target": target,
+            "features": train["features"].shape[1],
+        }
         for group, chosen in [("all", torch.ones_like(y_val, dtype=torch.bool))] + [
             (str(count), val["objects"] == count) for count in range(1, MAX_OBJECTS + 1)
         ]:
@@ -111,7 +142,7 @@ def probe_rows(
                 row[f"acc_{group}"] = float((predicted[chosen] == y_val[chosen]).float().mean())
                 row[f"majority_{group}"] = float(y_val[chosen].bincount().max() / chosen.sum())
         scores = ", ".join(f"{key}={value:.3f}" for key, value in row.items() if key.startswith("acc"))
-        print(f"{run} / {target}: {scores}")
+        print(f"{run} / {stage} / {target}: {scores}")
         rows.append(row)
     return rows
 
@@ -135,14 +166,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             split: object_rows(model.tokenizer, splits[split], num_frames, image_size, args.batch_size)
             for split in splits
         }
-        if read["train"] is None or read["val"] is None:
+        if not read["train"] or not read["val"]:
             print(f"{name}: no tokens of frames other than the key frame, nothing to probe")
             skipped.append(name)
             continue
-        rows += probe_rows(name, read["train"], read["val"])
+        for stage in read["train"]:
+            rows += probe_rows(name, stage, read["train"][stage], read["val"][stage])
 
     percent = lambda value: f"{100 * value:.1f}"  # noqa: E731
-    columns = [Column("run", "run"), Column("target", "target"), Column("features", "features", "d")]
+    columns = [Column("run", "run"), Column("stage", "stage"), Column("target", "target")]
+    columns.append(Column("features", "features", "d"))
     for group, label in [("all", "all objects")] + [
         (str(count), f"{count}-object clips") for count in range(1, MAX_OBJECTS + 1)
     ]:
@@ -154,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"An MLP probe (one hidden layer of 256, {PROBE_STEPS} steps) reads each object's direction and "
         "whether it moves from the tokens of its clip's last and middle frames plus the object's colour: "
         f"fitted on the objects of {args.num_train} MotionShapes clips of 1 to {MAX_OBJECTS} objects, "
-        f"scored on those of {args.num_val} others (corpus seed {args.corpus_seed}).",
+        f"scored on those of {args.num_val} others (corpus seed {args.corpus_seed}). Stage "
+        f"'{STAGES[1]}': the same read from the two pooled residuals a VTok tokenizer's g_phi maps to "
+        "those tokens.",
         probe_runs_note(runs),
     ]
     if skipped:

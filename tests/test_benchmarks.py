@@ -323,13 +323,18 @@ def test_object_motion_probe(benchmarks, tmp_path: Path) -> None:
     markdown, saved = read_report(tmp_path, "object_motion_probe")
     assert saved == json.loads(json.dumps(report))
     rows = report["tables"]["object_motion_probe"]
-    # Key frame only has no token of a later frame: no rows for it.
-    assert [(row["run"], row["target"]) for row in rows] == [
-        ("tiny_trained", "direction (5 classes)"),
-        ("tiny_trained", "moving or still"),
+    # Key frame only has no token of a later frame: no rows for it. VTok's tokens and g_phi's input.
+    pooled = "pooled residuals (g_phi's input)"
+    assert [(row["run"], row["stage"], row["target"]) for row in rows] == [
+        ("tiny_trained", "tokens", "direction (5 classes)"),
+        ("tiny_trained", "tokens", "moving or still"),
+        ("tiny_trained", pooled, "direction (5 classes)"),
+        ("tiny_trained", pooled, "moving or still"),
     ]
     for row in rows:
-        assert row["features"] == 2 * 32 + 4  # two residual tokens of 32 and the colour (4 colours)
+        # Two residual tokens of 32, or two mean-pooled residuals of the 16 channels, and the colour
+        # (4 colours).
+        assert row["features"] == (2 * 32 if row["stage"] == "tokens" else 2 * 16) + 4
         assert 0.0 <= row["acc_all"] <= 1.0 and 0.0 < row["majority_all"] <= 1.0
     assert "1-object clips %" in table_header(markdown)
     assert "No rows for tiny_key_frame_only" in markdown
