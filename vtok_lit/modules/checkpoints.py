@@ -164,14 +164,17 @@ def load_part_weights(
 
 
 def describe(checkpoint: dict[str, Any]) -> str:
-    """``"step 900, epoch 7; val/psnr=27.31, ..."``: how far the checkpoint's run had trained, with
-    ``"; validated at step 450"`` where its figures come from a validation before its step."""
+    """``"step 900, epoch 7; val/psnr=27.31, ..."``: how far the checkpoint's run had trained and its
+    validation figures, with ``"(from the validation at step 450; ...)"`` after them where they come from
+    a validation before its step."""
     where = f"step {checkpoint.get('global_step', '?')}, epoch {checkpoint.get('epoch', '?')}"
     metrics = checkpoint.get("vtok_lit", {}).get("val_metrics")
     if not metrics:
         return f"{where}; no validation metrics recorded with it"
+    figures = ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
     validated = checkpoint["vtok_lit"].get("val_metrics_step")
     if validated is not None and validated != checkpoint.get("global_step"):
-        # A periodic checkpoint saved between validations carries the last one's figures.
-        where += f"; validated at step {validated}"
-    return f"{where}; " + ", ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
+        # A periodic checkpoint saved between validations (or just before one at its own step: the
+        # run's last.ckpt) carries the previous validation's figures; the weights are its step's.
+        figures += f" (from the validation at step {validated}; the run's logs have any later one)"
+    return f"{where}; {figures}"
