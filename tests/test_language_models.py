@@ -58,6 +58,16 @@ def test_shapes(lm):
     assert output.past_key_values is None
 
 
+def test_logits_of_the_last_positions_are_those_of_a_full_run(lm):
+    embeds, mask = left_padded(lm.embed_tokens(torch.randint(0, lm.vocab_size, (2, 7))), pad=2)
+    with torch.no_grad():
+        full = lm(embeds, attention_mask=mask)
+        last = lm(embeds, attention_mask=mask, logits_to_keep=3)
+    assert last.logits.shape == (2, 3, lm.vocab_size)
+    torch.testing.assert_close(last.logits, full.logits[:, -3:])
+    torch.testing.assert_close(last.hidden_states, full.hidden_states)
+
+
 def test_later_tokens_do_not_change_earlier_logits(lm):
     embeds = torch.randn(1, 6, lm.hidden_size)
     changed = embeds.clone()

@@ -8,7 +8,13 @@ import torch
 from vtok_lit.core import ByteTokenizer, ConvFrameEncoder, TransformerLM, VTokTokenizer
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel, LMOutput
-from vtok_lit.core.sequences import IGNORE_INDEX, build_lm_sequences
+from vtok_lit.core.sequences import (
+    IGNORE_INDEX,
+    answer_log_likelihood,
+    answer_logit_positions,
+    build_lm_sequences,
+    next_token_loss,
+)
 from vtok_lit.core.video_qa import QuestionRow
 from vtok_lit.data.motionshapes import QUESTION_CATEGORIES
 from vtok_lit.metrics import CategoryAccuracy
@@ -80,7 +86,9 @@ class ScriptedLM(LanguageModel):
         self.script, self.eos_id = script, eos_id
         self.calls = 0
 
-    def forward(self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False) -> LMOutput:
+    def forward(
+        self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False, logits_to_keep=0
+    ) -> LMOutput:
         step = self.calls
         self.calls += 1
         next_id = self.script[step] if step < len(self.script) else self.eos_id
@@ -122,6 +130,25 @@ def test_video_tokens_reach_the_language_model() -> None:
     logits_first = model.language_model(first.inputs_embeds, first.attention_mask).logits
     logits_second = model.language_model(second.inputs_embeds, second.attention_mask).logits
     assert not torch.allclose(logits_first[0, -3:], logits_second[0, -3:])
+
+
+def test_answer_logits_of_the_last_positions_give_the_loss_of_all_positions() -> None:
+    torch.manual_seed(0)
+    model = tiny_video_llm()
+    qa = model.model
+    # Answers of different lengths: the longest sets how many positions need logits.
+    rows = [QuestionRow(0, "How many objects are there?", "2"), QuestionRow(1, "Which way?", "left")]
+    prefix = qa.video_prefix(torch.rand(2, 4, 3, 32, 32))
+    sequences = qa.sequences(prefix, rows, with_answers=True)
+    assert answer_logit_positions(sequences.labels) == len("left") + 2  # the end token, the one before
+    every = model.language_model(sequences.inputs_embeds, sequences.attention_mask).logits
+    kept, labels = qa.logits(prefix, rows)
+    assert kept.shape[1] == labels.shape[1] == len("left") + 2 < every.shape[1]
+    torch.testing.assert_close(kept, every[:, -kept.shape[1] :])
+    torch.testing.assert_close(qa.loss(prefix, rows), next_token_loss(every, sequences.labels))
+    torch.testing.assert_close(
+        qa.answer_log_likelihoods(prefix, rows), answer_log_likelihood(every, sequences.labels)
+    )
 
 
 def test_training_step_backpropagates_into_the_tokenizer() -> None:
@@ -175,8 +202,12 @@ class FavouriteBytesLM(ScriptedLM):
         super().__init__(script=[], eos_id=258, vocab_size=260)
         self.favourites = [*word.encode(), self.eos_id]
 
-    def forward(self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False) -> LMOutput:
-        logits = torch.zeros(*inputs_embeds.shape[:2], self.vocab_size)
+    def forward(
+        self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False, logits_to_keep=0
+    ) -> LMOutput:
+        logits = torch.zeros(
+            inputs_embeds.shape[0], logits_to_keep or inputs_embeds.shape[1], self.vocab_size
+        )
         logits[..., self.favourites] = 5.0
         return LMOutput(inputs_embeds, logits)
 

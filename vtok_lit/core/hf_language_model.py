@@ -115,6 +115,8 @@ class HFCausalLM(LanguageModel):
         # transformers 5 renamed the forward argument and output field past_key_values to cache.
         forward_parameters = inspect.signature(self.model.forward).parameters
         self._cache_name = "cache" if "cache" in forward_parameters else "past_key_values"
+        # Recent transformers compute the logits of the last positions only when asked.
+        self._keeps_logits = "logits_to_keep" in forward_parameters
 
         self._set_trainable(freeze or lora_rank > 0, trainable_layers)
         if lora_rank > 0:
@@ -174,6 +176,7 @@ class HFCausalLM(LanguageModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> LMOutput:
         """Run the wrapped model.
 
@@ -182,6 +185,8 @@ class HFCausalLM(LanguageModel):
             attention_mask: ``(B, P + L)`` bool, True on real tokens (cached ones included), or None.
             past_key_values: the ``transformers`` cache from the previous call.
             use_cache: return the extended cache.
+            logits_to_keep: Logits of the last this many positions only (0: all); a model whose
+                forward has no such argument computes them all, and the last ones are returned.
         """
         position_ids = None
         if attention_mask is not None:
@@ -196,6 +201,8 @@ class HFCausalLM(LanguageModel):
             use_cache=use_cache,
             output_hidden_states=True,
             **{self._cache_name: past_key_values},
+            **({"logits_to_keep": logits_to_keep} if logits_to_keep and self._keeps_logits else {}),
         )
         cache = getattr(output, self._cache_name) if use_cache else None
-        return LMOutput(output.hidden_states[-1], output.logits, cache)
+        logits = output.logits[:, -logits_to_keep:] if logits_to_keep else output.logits
+        return LMOutput(output.hidden_states[-1], logits, cache)

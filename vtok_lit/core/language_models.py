@@ -57,6 +57,7 @@ class LanguageModel(nn.Module, ABC):
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> LMOutput:
         """Run the model.
 
@@ -66,6 +67,10 @@ class LanguageModel(nn.Module, ABC):
                 too; None when nothing is padded.
             past_key_values: the cache from the previous call, or None.
             use_cache: return a cache that extends ``past_key_values`` with these positions.
+            logits_to_keep: Compute the logits of the last this many positions only (0: all of them);
+                the hidden states cover every position either way. An answer loss needs the few
+                positions at the end of its rows, and with a large vocabulary the head over every
+                position is most of the LM's cost.
         """
 
     @abstractmethod
@@ -279,6 +284,7 @@ class TransformerLM(LanguageModel):
         attention_mask: torch.Tensor | None = None,
         past_key_values: list[KeyValue] | None = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> LMOutput:
         """Run the blocks over new positions, continuing from ``past_key_values`` if given.
 
@@ -287,6 +293,7 @@ class TransformerLM(LanguageModel):
             attention_mask: ``(B, P + L)`` bool, True on real tokens (cached ones included), or None.
             past_key_values: one ``(keys, values)`` pair ``(B, heads, P, head_dim)`` per block.
             use_cache: also return the keys and values of all ``P + L`` positions.
+            logits_to_keep: Logits of the last this many positions only (0: all).
         """
         batch, length, _ = inputs_embeds.shape
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
@@ -314,7 +321,8 @@ class TransformerLM(LanguageModel):
                 x, key_value = block(x, rope, attn_mask, past)
             new_cache.append(key_value)
         hidden_states = self.final_norm(x)
-        return LMOutput(hidden_states, self.head(hidden_states), new_cache if use_cache else None)
+        kept = hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
+        return LMOutput(hidden_states, self.head(kept), new_cache if use_cache else None)
 
     @staticmethod
     def _attention_mask(

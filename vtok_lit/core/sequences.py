@@ -104,6 +104,16 @@ def build_lm_sequences(
     return LMSequences(source[gather], gather > 0, labels.to(device))
 
 
+def answer_logit_positions(labels: torch.Tensor) -> int:
+    """How many of the last positions of ``(N, L)`` labels a next-token loss needs logits for: from
+    the one before the earliest labelled position of any row (it predicts that label) to the end.
+    The rows are left-padded, so every answer ends at the last position."""
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(labelled) == 0:
+        return 1
+    return min(labels.shape[1], labels.shape[1] - int(labelled[0]) + 1)
+
+
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each position's logits ``(N, L, V)`` against the next position's label ``(N, L)``."""
     return torch.nn.functional.cross_entropy(

@@ -22,7 +22,13 @@ from torch import nn
 from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
-from vtok_lit.core.sequences import LMSequences, answer_log_likelihood, build_lm_sequences, next_token_loss
+from vtok_lit.core.sequences import (
+    LMSequences,
+    answer_log_likelihood,
+    answer_logit_positions,
+    build_lm_sequences,
+    next_token_loss,
+)
 from vtok_lit.core.text_tokenizers import TextTokenizer, text_tokenizer_for
 from vtok_lit.core.token_standardizer import TokenStandardizer
 from vtok_lit.core.tokenizers import VideoTokenizer
@@ -157,10 +163,14 @@ class VideoQuestionAnswering(nn.Module):
         )
 
     def logits(self, prefix: torch.Tensor, rows: list[QuestionRow]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The LM's ``(N, P, V)`` logits over each row with its answer, and the ``(N, P)`` labels."""
+        """The LM's ``(N, K, V)`` logits over the last K positions of each row with its answer, those
+        the answers need (:func:`answer_logit_positions`), and their ``(N, K)`` labels."""
         sequences = self.sequences(prefix, rows, with_answers=True)
-        output = self.language_model(sequences.inputs_embeds, attention_mask=sequences.attention_mask)
-        return output.logits, sequences.labels
+        keep = answer_logit_positions(sequences.labels)
+        output = self.language_model(
+            sequences.inputs_embeds, attention_mask=sequences.attention_mask, logits_to_keep=keep
+        )
+        return output.logits, sequences.labels[:, -keep:]
 
     def loss(self, prefix: torch.Tensor, rows: list[QuestionRow]) -> torch.Tensor:
         """The next-token loss on the rows' answers (and end tokens) after their clips and prompts."""
