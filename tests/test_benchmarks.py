@@ -50,6 +50,20 @@ def table_header(markdown: str) -> list[str]:
     return [cell.strip() for cell in header.strip("|").split("|")]
 
 
+def test_answer_logits(benchmarks, tmp_path: Path) -> None:
+    report = benchmarks("answer_logits").main(["--quick", "--output-dir", str(tmp_path), *TIMING])
+    markdown, saved = read_report(tmp_path, "answer_logits")
+    assert saved == json.loads(json.dumps(report))
+    rows = {row["text_tokenizer"]: row for row in report["tables"]["answer_logits"]}
+    assert set(rows) == {"bytes", "open_clip BPE"}
+    for row in rows.values():
+        # The answers ("left", "yellow", "moving") and their end token, plus the position before them.
+        assert 2 < row["logit_positions"] < row["positions"]
+        assert row["all_positions_s"] > 0 and row["answer_positions_s"] > 0
+    assert rows["bytes"]["logit_positions"] == len("moving") + 2
+    assert "head over the answer positions" in markdown
+
+
 def test_token_budget(benchmarks, tmp_path: Path) -> None:
     token_budget = benchmarks("token_budget")
     report = token_budget.main(
