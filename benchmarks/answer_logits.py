@@ -9,8 +9,8 @@ answer loss and backward, interleaved round-robin:
 
 - baseline: the head over every position (``logits_to_keep=0``), the loss on the answer positions;
 - kept: the head over the last positions the answers need
-  (:func:`vtok_lit.core.sequences.answer_logit_positions`, what
-  :meth:`~vtok_lit.core.video_qa.VideoQuestionAnswering.logits` does),
+  (:func:`vtok_lit.core.sequences.answer_logits`, which
+  :meth:`~vtok_lit.core.video_qa.VideoQuestionAnswering.logits` calls),
 
 for the byte text tokenizer (260 ids, the default) and open_clip's bundled BPE (49,409 ids). The two
 losses are checked equal. The video tokens are random embeddings: the frame encoder and tokenizer,
@@ -38,7 +38,12 @@ from harness import (
 )
 
 from vtok_lit.core import ByteTokenizer, OpenCLIPTokenizer, TransformerLM
-from vtok_lit.core.sequences import answer_logit_positions, build_lm_sequences, next_token_loss
+from vtok_lit.core.sequences import (
+    answer_logit_positions,
+    answer_logits,
+    build_lm_sequences,
+    next_token_loss,
+)
 
 VIDEO_TOKENS = 31  # VTok at T = 16 on a 4x4 grid
 QUESTIONS = [
@@ -52,10 +57,12 @@ def step(lm: TransformerLM, rows: tuple, keep_answer_logits: bool) -> torch.Tens
     """Embedding, forward, answer loss and backward of the LM over ``(prefix, prompts, answers)``
     rows; returns the loss."""
     sequences = build_lm_sequences(*rows, lm.embed_tokens, lm.max_seq_len)
-    keep = answer_logit_positions(sequences.labels) if keep_answer_logits else 0
-    output = lm(sequences.inputs_embeds, attention_mask=sequences.attention_mask, logits_to_keep=keep)
-    labels = sequences.labels[:, -keep:] if keep else sequences.labels
-    loss = next_token_loss(output.logits, labels)
+    if keep_answer_logits:  # what the kit's answer loss does
+        logits, labels = answer_logits(lm, sequences)
+    else:  # the baseline: the head over every position
+        logits = lm(sequences.inputs_embeds, attention_mask=sequences.attention_mask).logits
+        labels = sequences.labels
+    loss = next_token_loss(logits, labels)
     lm.zero_grad(set_to_none=True)
     loss.backward()
     return loss.detach()

@@ -16,8 +16,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from vtok_lit.core.language_models import LanguageModel
 
 IGNORE_INDEX = -100
 
@@ -112,6 +116,16 @@ def answer_logit_positions(labels: torch.Tensor) -> int:
     if len(labelled) == 0:
         return 1
     return min(labels.shape[1], labels.shape[1] - int(labelled[0]) + 1)
+
+
+def answer_logits(language_model: LanguageModel, sequences: LMSequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM's ``(N, K, V)`` logits over the last K positions of ``sequences``, those their answers
+    need (:func:`answer_logit_positions`), and the ``(N, K)`` labels of those positions."""
+    keep = answer_logit_positions(sequences.labels)
+    output = language_model(
+        sequences.inputs_embeds, attention_mask=sequences.attention_mask, logits_to_keep=keep
+    )
+    return output.logits, sequences.labels[:, -keep:]
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

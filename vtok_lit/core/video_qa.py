@@ -25,7 +25,7 @@ from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.sequences import (
     LMSequences,
     answer_log_likelihood,
-    answer_logit_positions,
+    answer_logits,
     build_lm_sequences,
     next_token_loss,
 )
@@ -164,13 +164,8 @@ class VideoQuestionAnswering(nn.Module):
 
     def logits(self, prefix: torch.Tensor, rows: list[QuestionRow]) -> tuple[torch.Tensor, torch.Tensor]:
         """The LM's ``(N, K, V)`` logits over the last K positions of each row with its answer, those
-        the answers need (:func:`answer_logit_positions`), and their ``(N, K)`` labels."""
-        sequences = self.sequences(prefix, rows, with_answers=True)
-        keep = answer_logit_positions(sequences.labels)
-        output = self.language_model(
-            sequences.inputs_embeds, attention_mask=sequences.attention_mask, logits_to_keep=keep
-        )
-        return output.logits, sequences.labels[:, -keep:]
+        the answers need (:func:`~vtok_lit.core.sequences.answer_logits`), and their ``(N, K)`` labels."""
+        return answer_logits(self.language_model, self.sequences(prefix, rows, with_answers=True))
 
     def loss(self, prefix: torch.Tensor, rows: list[QuestionRow]) -> torch.Tensor:
         """The next-token loss on the rows' answers (and end tokens) after their clips and prompts."""
