@@ -48,7 +48,7 @@ def test_mean_pooling_of_a_translation_equivariant_encoder_is_blind_to_a_move():
 
 def pooled_residual(tokenizer: VTokTokenizer, video: torch.Tensor) -> torch.Tensor:
     features = tokenizer.encode_frames(video)
-    return tokenizer.pool_positions(features[:, 1:] - features[:, :1])[0, 0]
+    return tokenizer.pool_positions(features[:, 1:] - features[:, :1], features[:, :1])[0, 0]
 
 
 @pytest.mark.parametrize("frequencies", [0, 2])
@@ -66,6 +66,74 @@ def test_moment_pooling_sees_a_translation_and_its_direction_at_initialisation(f
     mean_tokens = {shift: residual_token(mean, square_clip(shift)) for shift in (-8, 8)}
     assert (tokens[-8] - tokens[8]).norm() > 5 * (mean_tokens[-8] - mean_tokens[8]).norm()
     assert (tokens[-8] - tokens[0]).norm() > 0 and (tokens[8] - tokens[0]).norm() > 0
+
+
+def aligned_square_clip(left_end: int, fade_to: float = 1.0) -> torch.Tensor:
+    """``(1, 2, 3, 32, 32)``: a red 8 px square filling two 4-px patches a side at x = 8, then at
+    ``left_end``, its colour ``fade_to`` of the way from grey (1: unfaded; 0.2: the corpus's faded end)."""
+    video = torch.full((1, 2, 3, SIZE, SIZE), 0.5)
+    red = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    video[0, 0, :, 12:20, 8:16] = red
+    video[0, 1, :, 12:20, left_end : left_end + 8] = 0.5 + fade_to * (red - 0.5)
+    return video
+
+
+def split_parts(tokenizer: VTokTokenizer, video: torch.Tensor) -> torch.Tensor:
+    """``(2, 3, C)``: the positive and negative parts' ``1, x, y`` moments of a 2-frame residual."""
+    return pooled_residual(tokenizer, video).unflatten(0, (2, 3, -1))
+
+
+def test_split_moments_keep_where_features_rose_apart_from_where_they_fell():
+    """With the linear stem: a square moved 8 px right rises in each channel where it arrived and falls
+    where it left (or the other way), the two parts' centres 8 px apart; a square fading in place
+    changes one part only, centred on the square. The plain ``x`` moment of that fade points the same
+    way in every channel as the move's: it reads as a move."""
+    torch.manual_seed(0)
+    encoder = ConvFrameEncoder(channels=16, patch_size=4, num_blocks=0)
+    split = VTokTokenizer(encoder, token_dim=16, grid_size=2, residual_pooling="split_moments")
+    plain = VTokTokenizer(encoder, token_dim=16, grid_size=2, residual_pooling="moments")
+    assert split.residual_mlp[0].in_features == 2 * plain.residual_mlp[0].in_features
+    moved, faded = aligned_square_clip(16), aligned_square_clip(8, fade_to=0.2)
+    for clip in (moved, faded):  # the parts add up to the plain moments
+        torch.testing.assert_close(split_parts(split, clip).sum(0).flatten(), pooled_residual(plain, clip))
+
+    mass, x_moment = split_parts(split, moved)[:, 0], split_parts(split, moved)[:, 1]
+    responding = mass.abs().amin(0) > 1e-4
+    assert responding.sum() >= 8
+    centres = x_moment[:, responding] / mass[:, responding]  # (2 parts, channels), x in [-1, 1]
+    torch.testing.assert_close((centres[0] - centres[1]).abs(), torch.full_like(centres[0], 0.5))  # 8 px
+
+    fade_parts = split_parts(split, faded)
+    fade_mass = fade_parts[:, 0].abs()
+    assert (fade_mass.amin(0) < 1e-6).all()  # one part a channel
+    fade_centres = fade_parts[:, 1].sum(0) / fade_parts[:, 0].sum(0)
+    torch.testing.assert_close(fade_centres[responding], torch.full_like(fade_centres[responding], -0.25))
+    plain_move, plain_fade = (
+        pooled_residual(plain, clip).unflatten(0, (3, -1))[1] for clip in (moved, faded)
+    )
+    assert torch.nn.functional.cosine_similarity(plain_move, plain_fade, dim=0) > 0.99
+
+
+def test_centred_moments_see_a_move_and_not_a_fade_in_place():
+    """With the linear stem: about each channel's key-frame centre, a square fading in place has (nearly) no
+    ``x`` moment (the plain moment has one, pointing as a move's does), and a square that moves keeps
+    the plain one, its mean residual being zero."""
+    torch.manual_seed(0)
+    encoder = ConvFrameEncoder(channels=16, patch_size=4, num_blocks=0)
+    centred = VTokTokenizer(encoder, token_dim=16, grid_size=2, residual_pooling="centred_moments")
+    plain = VTokTokenizer(encoder, token_dim=16, grid_size=2, residual_pooling="moments")
+    assert centred.residual_mlp[0].in_features == plain.residual_mlp[0].in_features
+    moved, faded = aligned_square_clip(16), aligned_square_clip(8, fade_to=0.2)
+    assert residual_token(centred, faded).shape == residual_token(plain, faded).shape
+    centred_fade, plain_fade = (
+        pooled_residual(tokenizer, faded).unflatten(0, (3, -1)) for tokenizer in (centred, plain)
+    )
+    torch.testing.assert_close(centred_fade[0], plain_fade[0])  # the same means
+    assert plain_fade[1].abs().max() > 1e-3
+    assert centred_fade[1:].abs().max() < 0.1 * plain_fade[1].abs().max()
+    torch.testing.assert_close(pooled_residual(centred, moved), pooled_residual(plain, moved))
+    with pytest.raises(ValueError, match="needs the key frame's features"):
+        centred.pool_positions(torch.zeros(1, 1, 16, 8, 8))
 
 
 def test_a_vit_encoder_with_absolute_positions_sees_a_translation_under_mean_pooling():
@@ -129,7 +197,7 @@ def test_feature_contrast_is_zero_on_flat_and_ramp_maps_and_marks_a_spot():
     assert contrast[0, 0, 2].argmax() == 3 * 6 + 3 and (contrast >= 0).all()
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention", "moments"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "moments", "split_moments", "centred_moments"])
 def test_residual_contrast_widens_g_phi_and_changes_only_residual_tokens(pooling):
     plain, with_contrast = (
         conv_vtok(residual_pooling=pooling, residual_contrast=contrast) for contrast in (False, True)
@@ -149,7 +217,7 @@ def test_position_bases_are_constant_then_coordinates_then_fourier():
     torch.testing.assert_close(bases[0], torch.ones(4, 4))
     assert bases[1, 0, 0] < 0 < bases[1, 0, -1]  # x grows to the right
     assert bases[2, 0, 0] < 0 < bases[2, -1, 0]  # y grows downward
-    with pytest.raises(ValueError, match="fourier_frequencies=2 needs residual_pooling='moments'"):
+    with pytest.raises(ValueError, match="fourier_frequencies=2 needs residual_pooling='moments' or"):
         conv_vtok(fourier_frequencies=2)
 
 

@@ -24,10 +24,11 @@ from vtok_lit.core.tokens import TokenKind, VideoTokens, cell_centres
 
 KeyFrameName = Literal["first", "middle"]
 KeyFrame = int | KeyFrameName
-ResidualPooling = Literal["mean", "attention", "moments"]
+ResidualPooling = Literal["mean", "attention", "moments", "split_moments", "centred_moments"]
 GroupReduction = Literal["mean", "subsample"]
 ResidualFeatures = Literal["residual", "absolute"]
 CellPooling = Literal["mean", "merge"]
+MOMENT_POOLINGS = ("moments", "split_moments")
 
 
 def pool_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -312,13 +313,22 @@ class VTokTokenizer(KeyFrameTokenizer):
                 residual weighted by ``1, x, y`` and optional Fourier bases of the position, so the
                 vector keeps WHERE things changed: a translation-equivariant encoder's features of an
                 object that moves have the same global mean before and after the move, and a mean
-                residual of zero).
+                residual of zero), or "split_moments" (the same moments of the residual's positive
+                and negative parts apart: where features rose, where they fell). A moving object's
+                residual is a pair of lobes of opposite sign, one where it arrived and one where it
+                left; a fading or growing one adds a lobe of one sign over it, whose ``x`` and ``y``
+                moments in a plain moment sum depend on where the object is and look like a move.
+                Apart, the lobes keep their own places: doubles ``g_phi``'s input. Or
+                "centred_moments": the ``x`` and ``y`` moments about each channel's centre in the
+                key frame (where its key-frame map departs from a plane), beside the mean:
+                an object that fades or grows in place changes its channels symmetrically about that
+                centre and adds nothing to them, one that moves adds its displacement.
             group_reduction: How a group of ``temporal_stride`` frames becomes one token: "mean" of
                 their pooled residuals, or "subsample" (the group's first frame alone).
             residual_features: "residual" pools ``F(x_t) - F(x_key)``; "absolute" pools ``F(x_t)``
                 (the ablation without the key-frame subtraction).
             residual_hidden_dim: Hidden width of the MLP ``g_phi``.
-            fourier_frequencies: With "moments" pooling, also weight the residual by
+            fourier_frequencies: With "moments" or "split_moments" pooling, also weight the residual by
                 ``cos/sin(pi f x)`` and ``cos/sin(pi f y)`` for ``f = 1 .. fourier_frequencies``.
             residual_contrast: Also pool the residual of each channel's local contrast
                 (:func:`feature_contrast`), ``C(x_t) - C(x_key)``: positive where something appeared
@@ -345,10 +355,10 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.residual_features = residual_features
         if fourier_frequencies < 0:
             raise ValueError(f"fourier_frequencies must not be negative, got {fourier_frequencies}")
-        if fourier_frequencies and residual_pooling != "moments":
+        if fourier_frequencies and residual_pooling not in MOMENT_POOLINGS:
             raise ValueError(
-                f"fourier_frequencies={fourier_frequencies} needs residual_pooling='moments', "
-                f"got {residual_pooling!r}"
+                f"fourier_frequencies={fourier_frequencies} needs residual_pooling='moments' or "
+                f"'split_moments', got {residual_pooling!r}"
             )
         self.residual_pooling = residual_pooling
         self.fourier_frequencies = fourier_frequencies
@@ -356,7 +366,9 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.residual_encoder_gradient = residual_encoder_gradient
         channels = frame_encoder.out_channels * (2 if residual_contrast else 1)
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
-        num_bases = 3 + 4 * fourier_frequencies if residual_pooling == "moments" else 1
+        num_bases = 3 if residual_pooling == "centred_moments" else 1
+        if residual_pooling in MOMENT_POOLINGS:
+            num_bases = (3 + 4 * fourier_frequencies) * (2 if residual_pooling == "split_moments" else 1)
         self.residual_mlp = MLP(channels * num_bases, residual_hidden_dim, self.token_dim)  # g_phi
 
     def forward(self, video: torch.Tensor) -> VideoTokens:
@@ -420,7 +432,7 @@ class VTokTokenizer(KeyFrameTokenizer):
         selected = features[:, pooled_frames]
         if self.residual_features == "residual":
             selected = selected - features[:, key : key + 1]
-        pooled = self.pool_positions(selected)  # (B, N, C * K)
+        pooled = self.pool_positions(selected, features[:, key : key + 1])  # (B, N, C * K)
         if self.group_reduction == "mean":
             sums = pooled.new_zeros(batch, len(group_starts), pooled.shape[-1]).index_add(1, group_of, pooled)
             pooled = sums / group_sizes[:, None]
@@ -433,23 +445,60 @@ class VTokTokenizer(KeyFrameTokenizer):
             "residual_groups", num_frames, features.device, lambda: self._residual_group_indices(num_frames)
         )
 
-    def pool_positions(self, features: torch.Tensor) -> torch.Tensor:
+    def pool_positions(
+        self, features: torch.Tensor, key_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pools the ``h * w`` positions away: ``(B, N, C, h, w) -> (B, N, C * K)``, K = 1 but for
-        "moments" pooling (one block of C channels per position basis)."""
+        moment poolings (one block of C channels per position basis, and per sign for
+        "split_moments"). "centred_moments" needs the ``(B, 1, C, h, w)`` key frame's features."""
+        if self.residual_pooling == "centred_moments":
+            if key_features is None:
+                raise ValueError("residual_pooling='centred_moments' needs the key frame's features")
+            return self.centred_moments(features, key_features)
+        if self.residual_pooling == "split_moments":
+            parts = (features.clamp(min=0), features.clamp(max=0))
+            return torch.cat([self.position_moments(part) for part in parts], dim=-1)
         if self.residual_pooling == "moments":
-            height, width = features.shape[-2:]
-            bases = self.cached_indices(
-                f"bases/{height}x{width}",
-                0,
-                features.device,
-                lambda: position_bases(height, width, self.fourier_frequencies),
-            ).to(features.dtype)
-            moments = torch.einsum("bnchw,khw->bnkc", features, bases) / (height * width)
-            return moments.flatten(2)
+            return self.position_moments(features)
         if self.attention_pooling is None:
             return features.mean(dim=(-2, -1))
         positions = features.flatten(3).transpose(2, 3)  # (B, N, h * w, C)
         return self.attention_pooling(positions.flatten(0, 1)).unflatten(0, features.shape[:2])
+
+    def centred_moments(self, features: torch.Tensor, key_features: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C, h, w) -> (B, N, 3 * C)``: the mean of each channel, then its ``x`` and ``y``
+        moments about the channel's key-frame centre: the centroid of its key-frame map's squared
+        departure from the plane that fits the map best (objects, not a coordinate channel's
+        ramp)."""
+        height, width = features.shape[-2:]
+        bases = self.cached_position_bases(height, width, features)[:3]  # 1, x, y: orthogonal on the grid
+        coordinates = bases[1:]
+        unit_bases = bases / bases.pow(2).sum((-2, -1), keepdim=True)
+        plane = torch.einsum("bnchw,khw->bnck", key_features, unit_bases)
+        departure = (key_features - torch.einsum("bnck,khw->bnchw", plane, bases)).pow(2)
+        weight = departure.sum((-2, -1))[..., None] + 1e-6
+        centre = torch.einsum("bnchw,khw->bnck", departure, coordinates) / weight  # (B, 1, C, 2)
+        total = features.sum((-2, -1))
+        first = torch.einsum("bnchw,khw->bnck", features, coordinates) - total[..., None] * centre
+        pooled = torch.cat([total[..., None], first], dim=-1) / (height * width)  # (B, N, C, 3)
+        return pooled.transpose(-1, -2).flatten(2)
+
+    def cached_position_bases(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """The cached :func:`position_bases` of an ``height x width`` map, on ``like``'s device and dtype."""
+        return self.cached_indices(
+            f"bases/{height}x{width}",
+            0,
+            like.device,
+            lambda: position_bases(height, width, self.fourier_frequencies),
+        ).to(like.dtype)
+
+    def position_moments(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C, h, w) -> (B, N, K * C)``: the features' averages weighted by each of the K
+        :func:`position_bases`, basis-major."""
+        height, width = features.shape[-2:]
+        bases = self.cached_position_bases(height, width, features)
+        moments = torch.einsum("bnchw,khw->bnkc", features, bases) / (height * width)
+        return moments.flatten(2)
 
     def num_tokens(self, num_frames: int) -> int:
         key = self.key_frame_index(num_frames)
