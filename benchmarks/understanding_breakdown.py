@@ -48,13 +48,20 @@ def run_data_settings(config: Path) -> dict[str, Any]:
     return settings
 
 
+def asked_state(question: str, objects: list[dict[str, Any]]) -> str | None:
+    """The state of the one object of the clip the question names by colour and shape, else None."""
+    named = [obj for obj in objects if f"{obj.get('color')} {obj.get('shape')}" in question]
+    return str(named[0].get("state")) if len(named) == 1 else None
+
+
 @torch.no_grad()
 def answer_correctness(
     model: VideoLLM, dataset: Any, batch_size: int, passes: tuple[str, ...], max_clips: int | None
-) -> dict[str, list[tuple[str, int, bool]]]:
-    """For each pass of :data:`TOKENS` asked, ``(category, objects in the clip, answered right)`` for
-    every question of the clips; a batch is tokenized once for all passes."""
-    results: dict[str, list[tuple[str, int, bool]]] = {tokens: [] for tokens in passes}
+) -> dict[str, list[tuple[str, int, str | None, bool]]]:
+    """For each pass of :data:`TOKENS` asked, ``(category, objects in the clip, state of the object
+    asked about, answered right)`` for every question of the clips; a batch is tokenized once for all
+    passes."""
+    results: dict[str, list[tuple[str, int, str | None, bool]]] = {tokens: [] for tokens in passes}
     count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
     for start in range(0, count, batch_size):
         batch = collate_video_text([dataset[index] for index in range(start, min(start + batch_size, count))])
@@ -65,10 +72,30 @@ def answer_correctness(
             video_tokens = own if tokens == TOKENS[0] else own.with_residuals_from_other_clips()
             predictions = model.model.generate(model.model.project_tokens(video_tokens), rows)
             for (clip, qa), prediction in zip(questions, predictions, strict=True):
-                objects = len(batch["meta"][clip].get("objects", []))
+                objects = batch["meta"][clip].get("objects", [])
                 right = is_correct(prediction, qa["answer"], qa.get("options"))
-                results[tokens].append((qa.get("category") or "uncategorised", objects, right))
+                category = qa.get("category") or "uncategorised"
+                results[tokens].append((category, len(objects), asked_state(qa["question"], objects), right))
     return results
+
+
+def rows_by_state(
+    name: str, tokens: str, results: list[tuple[str, int, str | None, bool]]
+) -> list[dict[str, Any]]:
+    """Accuracy per category and state of the object asked about, for the questions that name one."""
+    groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for category, _, state, right in results:
+        if state is not None:
+            groups[(category, state)].append(right)
+    rows = []
+    for category in sorted({key[0] for key in groups}):
+        row: dict[str, Any] = {"model": name, "tokens": tokens, "category": category}
+        for state in sorted({key[1] for key in groups}):
+            answers = groups.get((category, state), [])
+            row[f"state_{state}"] = sum(answers) / len(answers) if answers else None
+            row[f"questions_{state}"] = len(answers)
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -81,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="understanding_breakdown", help="file stem of the report")
     args = parser.parse_args(argv)
-    rows = []
+    rows, state_rows = [], []
     runs = checkpoint_runs(parser, args.checkpoint)
     for name, checkpoint, config in runs:
         model = VideoLLM.load_from_checkpoint(checkpoint, map_location="cpu").eval()
@@ -96,8 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for tokens, results in answer_correctness(
             model, dataset, args.batch_size, passes, args.max_clips
         ).items():
+            state_rows += rows_by_state(name, tokens, results)
             groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
-            for category, objects, right in results:
+            for category, objects, _, right in results:
                 for key in (
                     (category, str(objects)),
                     (category, "all"),
@@ -120,10 +148,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     columns = [Column("model", "model"), Column("tokens", "tokens"), Column("category", "category")]
     columns += [Column(f"{count} object(s) %", f"objects_{count}", percent) for count in object_counts]
     columns += [Column("all %", "objects_all", percent), Column("questions", "questions_all", "d")]
+    states = sorted({key[6:] for row in state_rows for key in row if key.startswith("state_")})
+    state_columns = [Column("model", "model"), Column("tokens", "tokens"), Column("category", "category")]
+    state_columns += [Column(f"{state} %", f"state_{state}", percent) for state in states]
+    state_columns += [Column(f"{state} questions", f"questions_{state}", "d") for state in states]
     notes = [
         "Accuracy of each understanding checkpoint on the held-out clips of its run, per question "
         "category and per number of objects in the clip; 'other clip's residuals' answers with each "
         "clip's residual tokens replaced by the next clip's (key-frame tokens kept).",
+        "The second table counts the questions that name one object of the clip by colour and shape "
+        "(direction, size, state and motion; a relative-position question names two) under that "
+        "object's state.",
         "Runs: " + "; ".join(f"{name}: {checkpoint}" for name, checkpoint, _ in runs),
     ]
     settings = {
@@ -134,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.name,
         "Understanding by category and objects per clip",
         notes,
-        [("", columns, rows)],
+        [("", columns, rows), ("By the state of the object asked about", state_columns, state_rows)],
         machine_info(),
         settings,
         args.output_dir,

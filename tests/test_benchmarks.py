@@ -482,6 +482,17 @@ def test_understanding_breakdown(benchmarks, tmp_path: Path) -> None:
         counts = [key for key in overall if key.startswith("questions_") and key != "questions_all"]
         assert sum(overall[key] for key in counts) == overall["questions_all"]
     assert "all %" in table_header(markdown)
+    by_state = report["tables"]["By the state of the object asked about"]
+    for tokens in ("own", "other clip's residuals"):
+        (direction,) = [row for row in rows if row["tokens"] == tokens and row["category"] == "direction"]
+        (direction_by_state,) = [
+            row for row in by_state if row["tokens"] == tokens and row["category"] == "direction"
+        ]
+        # A direction question names one object: each is counted under that object's state.
+        states = [key for key in direction_by_state if key.startswith("questions_")]
+        assert {key[10:] for key in states} <= {"unchanged", "grows", "fades"}
+        assert sum(direction_by_state[key] for key in states) == direction["questions_all"]
+    assert {row["category"] for row in by_state}.isdisjoint({"counting", "color"})
     with pytest.raises(SystemExit, match="no file at"):
         benchmarks("understanding_breakdown").main(["--checkpoint", f"x={tmp_path / 'missing.ckpt'}"])
     lone = tmp_path / "lone" / "checkpoints" / "last.ckpt"  # a checkpoint without its run's config.yaml
