@@ -210,18 +210,32 @@ def _probe_corpus(
     return {split: [record for record in records if record.split == split] for split in ("train", "val")}
 
 
+def model_part(model: Any, name: str) -> tuple[Any, str]:
+    """A LightningModule's part ``name`` (``tokenizer``) and its prefix in the module's checkpoints: the
+    module's own attribute (tokenizer pretraining) or its core model's (``model.tokenizer`` of an
+    understanding or generation module)."""
+    core = getattr(model, "model", None)
+    part = getattr(model, name, None) if hasattr(model, name) else getattr(core, name, None)
+    for prefix, module in model.named_modules():
+        if part is not None and module is part:
+            return part, prefix
+    raise SystemExit(f"a {type(model).__name__} has no {name} to probe")
+
+
 def probe_model(
     configs: Sequence[Path], checkpoint: Path | None, parts: Sequence[str]
 ) -> tuple[Any, int, int]:
     """A probed run's model in evaluation mode, with the checkpoint's weights for ``parts`` (random
-    weights without a checkpoint), and its data's clip length and frame size."""
+    weights without a checkpoint), and its data's clip length and frame size. A part is the module's
+    own or its core model's (:func:`model_part`)."""
     from vtok_lit.modules.checkpoints import load_part_weights
 
     cli = build_run(configs)
     model = cli.model
     if checkpoint is not None:
         for part in parts:
-            load_part_weights(getattr(model, part), str(checkpoint), part)
+            module, prefix = model_part(model, part)
+            load_part_weights(module, str(checkpoint), prefix)
     data = cli.datamodule.hparams
     return model.eval(), data["num_frames"], data["image_size"]
 

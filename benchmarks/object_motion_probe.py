@@ -16,7 +16,8 @@ split's objects and scored on the val split's, per number of objects in the clip
 class of each group. A tokenizer without tokens of later frames (key frame only) has nothing to read.
 For a VTok tokenizer the same probe also reads the two pooled residuals ``pool(F(x_t) - F(x_key))``
 that its map ``g_phi`` turns into those tokens (stage "pooled residuals (g_phi's input)"): what the
-tokens hold less of than their input, ``g_phi`` has dropped.
+tokens hold less of than their input, ``g_phi`` has dropped. A checkpoint may also be an
+understanding run's (``VideoLLM``): its tokenizer as fine-tuned with the LM.
 
     python benchmarks/object_motion_probe.py \\
         --checkpoint vtok=runs/quickstart/vtok/version_0/checkpoints/last.ckpt \\
@@ -41,6 +42,7 @@ from harness import (  # noqa: E402
     add_probe_arguments,
     machine_info,
     mlp_probe_predictions,
+    model_part,
     probe_corpus,
     probe_model,
     probe_runs,
@@ -161,9 +163,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     skipped: list[str] = []
     for name, configs, checkpoint in runs:
         model, num_frames, image_size = probe_model(configs, checkpoint, parts=("tokenizer",))
+        tokenizer = model_part(model, "tokenizer")[0]
         splits = probe_corpus(args, num_frames, image_size, max_objects=MAX_OBJECTS)
         read = {
-            split: object_rows(model.tokenizer, splits[split], num_frames, image_size, args.batch_size)
+            split: object_rows(tokenizer, splits[split], num_frames, image_size, args.batch_size)
             for split in splits
         }
         if not read["train"] or not read["val"]:

@@ -243,15 +243,16 @@ def test_paper_table_trains_both_tasks_on_their_own_pretraining(
 TINY_PRETRAINING = ROOT / "tests" / "conf" / "pretraining_tiny.yaml"
 
 
-def tiny_pretraining_checkpoint(tmp_path: Path) -> Path:
-    """A checkpoint of a short fit of tests/conf/pretraining_tiny.yaml, its run under tmp_path/runs."""
+def tiny_checkpoint(tmp_path: Path, config: Path = TINY_PRETRAINING) -> Path:
+    """A checkpoint of a short fit of ``config`` (default tests/conf/pretraining_tiny.yaml), its run
+    under tmp_path/runs."""
     from vtok_lit.cli import main as cli_main
 
     cli_main(
         [
             "fit",
             "-c",
-            str(TINY_PRETRAINING),
+            str(config),
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
             f"--data.init_args.data_dir={tmp_path / 'corpus'}",
@@ -262,7 +263,7 @@ def tiny_pretraining_checkpoint(tmp_path: Path) -> Path:
 
 
 def test_motion_probe(benchmarks, tmp_path: Path) -> None:
-    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path)
     motion_probe = benchmarks("motion_probe")
     report = motion_probe.main(
         [
@@ -296,7 +297,7 @@ def test_motion_probe(benchmarks, tmp_path: Path) -> None:
 
 
 def test_shape_probe(benchmarks, tmp_path: Path) -> None:
-    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path)
     shape_probe = benchmarks("shape_probe")
     report = shape_probe.main(
         ["--checkpoint", f"tiny_trained={checkpoint}", "--random-init", f"tiny_random={TINY_PRETRAINING}"]
@@ -325,7 +326,7 @@ def test_shape_probe(benchmarks, tmp_path: Path) -> None:
 
 
 def test_object_motion_probe(benchmarks, tmp_path: Path) -> None:
-    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path)
     probe = benchmarks("object_motion_probe")
     key_frame_only = ROOT / "experiments" / "tokenizer" / "key_frame_only.yaml"
     report = probe.main(
@@ -352,6 +353,27 @@ def test_object_motion_probe(benchmarks, tmp_path: Path) -> None:
         assert 0.0 <= row["acc_all"] <= 1.0 and 0.0 < row["majority_all"] <= 1.0
     assert "1-object clips %" in table_header(markdown)
     assert "No rows for tiny_key_frame_only" in markdown
+
+
+def test_object_motion_probe_reads_an_understanding_runs_fine_tuned_tokenizer(
+    benchmarks, tmp_path: Path
+) -> None:
+    checkpoint = tiny_checkpoint(tmp_path, ROOT / "tests" / "conf" / "understanding_tiny.yaml")
+    harness = benchmarks("harness")
+    model, _, _ = harness.probe_model([checkpoint.parent.parent / "config.yaml"], checkpoint, ["tokenizer"])
+    tokenizer, prefix = harness.model_part(model, "tokenizer")
+    assert prefix == "model.tokenizer"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    for key, value in tokenizer.state_dict().items():
+        torch.testing.assert_close(value, saved[f"model.tokenizer.{key}"])  # the fine-tuned weights
+    report = benchmarks("object_motion_probe").main(
+        ["--checkpoint", f"understanding={checkpoint}", "--num-train", "12", "--num-val", "8"]
+        + ["--data-dir", str(tmp_path / "probe"), "--output-dir", str(tmp_path)]
+    )
+    stages = {row["stage"] for row in report["tables"]["object_motion_probe"]}
+    assert stages == {"tokens", "pooled residuals (g_phi's input)"}
+    with pytest.raises(SystemExit, match="has no decoder to probe"):
+        harness.model_part(model, "decoder")
 
 
 def test_object_motion_probe_reads_the_last_and_middle_frames_not_the_key_frame(benchmarks) -> None:
@@ -389,7 +411,7 @@ def test_shape_probe_crops_centre_the_object(benchmarks) -> None:
 
 
 def test_generation_ceiling(benchmarks, tmp_path: Path) -> None:
-    checkpoint = tiny_pretraining_checkpoint(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path)
     generation_ceiling = benchmarks("generation_ceiling")
     report = generation_ceiling.main(
         ["--checkpoint", f"tiny={checkpoint}", "--max-clips", "4", "--output-dir", str(tmp_path)]
@@ -452,20 +474,7 @@ def test_motion_oracle_reads_each_frames_true_state(benchmarks) -> None:
 
 
 def test_understanding_breakdown(benchmarks, tmp_path: Path) -> None:
-    from vtok_lit.cli import main as cli_main
-
-    cli_main(
-        [
-            "fit",
-            "-c",
-            str(ROOT / "tests" / "conf" / "understanding_tiny.yaml"),
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-            f"--data.init_args.data_dir={tmp_path / 'corpus'}",
-            "--data.init_args.num_workers=0",
-        ]
-    )
-    checkpoint = next((tmp_path / "runs").rglob("*.ckpt"))
+    checkpoint = tiny_checkpoint(tmp_path, ROOT / "tests" / "conf" / "understanding_tiny.yaml")
     report = benchmarks("understanding_breakdown").main(
         ["--checkpoint", f"tiny={checkpoint}", "--max-clips", "3", "--output-dir", str(tmp_path)]
     )
