@@ -85,12 +85,14 @@ class ScriptedLM(LanguageModel):
         self.hidden_size, self.vocab_size, self.max_seq_len = HIDDEN, vocab_size, 64
         self.script, self.eos_id = script, eos_id
         self.calls = 0
+        self.kept: list[int] = []  # logits_to_keep of each call
 
     def forward(
         self, inputs_embeds, attention_mask=None, past_key_values=None, use_cache=False, logits_to_keep=0
     ) -> LMOutput:
         step = self.calls
         self.calls += 1
+        self.kept.append(logits_to_keep)
         next_id = self.script[step] if step < len(self.script) else self.eos_id
         logits = torch.zeros(*inputs_embeds.shape[:2], self.vocab_size)
         logits[:, -1, next_id] = 1.0
@@ -105,6 +107,7 @@ def test_generation_stops_at_eos() -> None:
     generated = greedy_generate(lm, torch.randn(3, 4, HIDDEN), torch.ones(3, 4, dtype=torch.bool), 2, 10)
     assert generated == [[5, 6, 7]] * 3
     assert lm.calls == 4, "generation went on after every row had ended"
+    assert lm.kept[0] == 1, "the prompt's logits were asked for at every position, not its last"
 
 
 def test_generation_respects_max_new_tokens() -> None:

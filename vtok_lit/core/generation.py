@@ -33,7 +33,8 @@ def greedy_generate(
     num_rows = inputs_embeds.shape[0]
     generated: list[list[int]] = [[] for _ in range(num_rows)]
     finished = torch.zeros(num_rows, dtype=torch.bool, device=inputs_embeds.device)
-    output = language_model(inputs_embeds, attention_mask=attention_mask, use_cache=True)
+    # The prompt's last position is the only one whose logits are read.
+    output = language_model(inputs_embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
     for _ in range(max_new_tokens):
         next_ids = output.logits[:, -1].argmax(dim=-1)
         for row in (~finished).nonzero().flatten().tolist():
