@@ -69,6 +69,23 @@ def test_rollout_writes_the_tokenizers_sequence_length(tokenizer_class) -> None:
     assert video.min() >= 0 and video.max() <= 1
 
 
+def test_rollout_asks_the_lm_for_the_logits_of_one_position_only() -> None:
+    """The token head reads hidden states: the LM's head need not run over the prompt."""
+    model = tiny_model()
+    lm = model.model.language_model
+    kept: list[int] = []
+    forward = lm.forward
+
+    def recording_forward(*args, logits_to_keep=0, **kwargs):
+        kept.append(logits_to_keep)
+        return forward(*args, logits_to_keep=logits_to_keep, **kwargs)
+
+    lm.forward = recording_forward
+    torch.manual_seed(0)
+    tokens = model.model.sample_tokens(["a red circle stays still."])
+    assert len(kept) == tokens.shape[1] and set(kept) == {1}
+
+
 def test_loss_covers_exactly_the_video_positions() -> None:
     model = tiny_model().model
     length = model.num_video_tokens

@@ -93,7 +93,8 @@ def rollout_video_tokens(
             f"guidance needs a conditional and an unconditional half, got {len(inputs_embeds)} rows"
         )
     tokens = []
-    output = language_model(inputs_embeds, attention_mask=attention_mask, use_cache=True)
+    # The head reads hidden states; of the LM's logits none is read, so it is asked for one position.
+    output = language_model(inputs_embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
     for index in range(num_tokens):
         hidden = output.hidden_states[:, -1]
         if guided:
@@ -110,5 +111,6 @@ def rollout_video_tokens(
             attention_mask=attention_mask,
             past_key_values=output.past_key_values,
             use_cache=True,
+            logits_to_keep=1,
         )
     return torch.stack(tokens, dim=1)
