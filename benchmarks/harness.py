@@ -214,8 +214,9 @@ def model_part(model: Any, name: str) -> tuple[Any, str]:
     """A LightningModule's part ``name`` (``tokenizer``) and its prefix in the module's checkpoints: the
     module's own attribute (tokenizer pretraining) or its core model's (``model.tokenizer`` of an
     understanding or generation module)."""
-    core = getattr(model, "model", None)
-    part = getattr(model, name, None) if hasattr(model, name) else getattr(core, name, None)
+    part = getattr(model, name, None)
+    if part is None:
+        part = getattr(getattr(model, "model", None), name, None)
     for prefix, module in model.named_modules():
         if part is not None and module is part:
             return part, prefix

@@ -366,9 +366,10 @@ class VTokTokenizer(KeyFrameTokenizer):
         self.residual_encoder_gradient = residual_encoder_gradient
         channels = frame_encoder.out_channels * (2 if residual_contrast else 1)
         self.attention_pooling = AttentionPooling(channels) if residual_pooling == "attention" else None
-        num_bases = 3 if residual_pooling == "centred_moments" else 1
         if residual_pooling in MOMENT_POOLINGS:
             num_bases = (3 + 4 * fourier_frequencies) * (2 if residual_pooling == "split_moments" else 1)
+        else:
+            num_bases = 3 if residual_pooling == "centred_moments" else 1
         self.residual_mlp = MLP(channels * num_bases, residual_hidden_dim, self.token_dim)  # g_phi
 
     def forward(self, video: torch.Tensor) -> VideoTokens:
