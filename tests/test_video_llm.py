@@ -72,6 +72,26 @@ def test_long_prompt_is_cut_from_its_start_never_the_video() -> None:
     assert sequences.inputs_embeds[0, 8, 0].item() == 104
 
 
+@pytest.mark.parametrize(
+    ("position", "layout"),
+    [("before_video", ["prompt", "video"]), ("both", ["prompt", "video", "prompt"])],
+)
+def test_prompt_position_places_each_question_around_its_video(position: str, layout: list[str]) -> None:
+    prefix = torch.randn(2, 5, HIDDEN)
+    prompts = [[10, 11, 12], [20]]
+    sequences = build_lm_sequences(prefix, prompts, [[30, 2], [40, 2]], embed, 64, prompt_position=position)
+    for row in range(2):
+        expected = torch.cat(
+            [prefix[row] if piece == "video" else embed(torch.tensor(prompts[row])) for piece in layout]
+            + [embed(torch.tensor([30 + 10 * row, 2]))]
+        )
+        real = sequences.attention_mask[row]
+        assert real.sum() == len(expected) and real[-len(expected) :].all()
+        torch.testing.assert_close(sequences.inputs_embeds[row, real], expected)
+    assert sequences.labels[:, -2:].tolist() == [[30, 2], [40, 2]]
+    assert (sequences.labels[:, :-2] == IGNORE_INDEX).all()
+
+
 def test_video_that_cannot_fit_is_an_error() -> None:
     with pytest.raises(ValueError, match="do not fit the LM context of 8"):
         build_lm_sequences(torch.randn(1, 8, HIDDEN), [[1]], [[2]], embed, max_length=8)
@@ -133,6 +153,28 @@ def test_video_tokens_reach_the_language_model() -> None:
     logits_first = model.language_model(first.inputs_embeds, first.attention_mask).logits
     logits_second = model.language_model(second.inputs_embeds, second.attention_mask).logits
     assert not torch.allclose(logits_first[0, -3:], logits_second[0, -3:])
+
+
+@pytest.mark.parametrize("position", ["after_video", "before_video", "both"])
+def test_video_positions_see_the_question_only_when_it_comes_first(position: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_video_llm(prompt_position=position)
+    qa = model.model
+    prefix = qa.video_prefix(torch.rand(1, 4, 3, 32, 32))
+    question_length = len("Which way does the red circle move?")
+    first = question_length if position != "after_video" else 0
+    video = slice(first, first + prefix.shape[1])
+    states = []
+    for question in ("Which way does the red circle move?", "Which way does the red square move?"):
+        sequences = qa.sequences(prefix, [QuestionRow(0, question)], with_answers=False)
+        states.append(model.language_model(sequences.inputs_embeds, sequences.attention_mask).hidden_states)
+    # Causal attention: video tokens before the question cannot depend on it; after it, they do.
+    assert torch.allclose(states[0][0, video], states[1][0, video]) == (position == "after_video")
+
+
+def test_unknown_prompt_position_is_refused() -> None:
+    with pytest.raises(ValueError, match="prompt_position='middle'; choose one of"):
+        tiny_video_llm(prompt_position="middle")
 
 
 def test_answer_logits_of_the_last_positions_give_the_loss_of_all_positions() -> None:

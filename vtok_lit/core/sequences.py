@@ -1,7 +1,8 @@
 """The two sequence layouts of the LM, both left-padded so that generation continues all rows in step.
 
-- Understanding, ``[video tokens][prompt][answer]`` (:func:`build_lm_sequences`): the prompt of every
-  row ends at the last position; labels cover the answer alone.
+- Understanding, ``[video tokens][prompt][answer]`` (:func:`build_lm_sequences`; the prompt may
+  also come before the video, or on both sides of it): every row's answer ends at the last
+  position; labels cover the answer alone.
 - Generation, ``[caption][begin-of-video][v_1 .. v_{L-1}]`` (:func:`build_video_generation_sequences`):
   the hidden state at begin-of-video predicts the first video token ``v_1`` and the one at ``v_i``
   predicts ``v_{i+1}``, so a clip of L tokens takes L positions after its caption. Teacher forcing
@@ -16,7 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from vtok_lit.core.language_models import LanguageModel
 
 IGNORE_INDEX = -100
+# Where an understanding row's prompt goes: after its video tokens, before them (so that a causal LM's
+# video positions see the question), or both (the video sees it and the answer follows it).
+PromptPosition = Literal["after_video", "before_video", "both"]
 
 
 @dataclass
@@ -59,8 +63,10 @@ def build_lm_sequences(
     answers: Sequence[list[int]] | None,
     embed_tokens: Callable[[torch.Tensor], torch.Tensor],
     max_length: int,
+    prompt_position: PromptPosition = "after_video",
 ) -> LMSequences:
-    """Assemble ``[prefix][prompt][answer]`` rows, left-padded to the longest.
+    """Assemble ``[prefix][prompt][answer]`` rows (``[prompt][prefix][answer]`` with the prompt
+    ``"before_video"``, ``[prompt][prefix][prompt][answer]`` with ``"both"``), left-padded to the longest.
 
     Args:
         prefix_embeds: ``(N, Lv, hidden)`` the projected video tokens of each row.
@@ -68,14 +74,16 @@ def build_lm_sequences(
         answers: N lists of answer token ids (the end token included), or None for generation.
         embed_tokens: maps ids ``(1, L)`` to embeddings ``(1, L, hidden)``.
         max_length: the LM context; prompts are cut from their start to fit, never the video.
+        prompt_position: where each row's prompt goes (:data:`PromptPosition`).
     """
     num_rows, prefix_length, hidden = prefix_embeds.shape
     if len(prompts) != num_rows or (answers is not None and len(answers) != num_rows):
         raise ValueError(f"{num_rows} videos but {len(prompts)} prompts / {len(answers or [])} answers.")
+    copies = 2 if prompt_position == "both" else 1
     rows = []
     for row in range(num_rows):
         answer = list(answers[row]) if answers is not None else []
-        budget = max_length - prefix_length - len(answer)
+        budget = (max_length - prefix_length - len(answer)) // copies
         if budget < 1:
             raise ValueError(
                 f"Row {row}: {prefix_length} video tokens and a {len(answer)}-token answer do not fit the LM "
@@ -83,7 +91,7 @@ def build_lm_sequences(
             )
         rows.append((fit_prompt(list(prompts[row]), budget, row), answer))
 
-    length = prefix_length + max(len(prompt) + len(answer) for prompt, answer in rows)
+    length = prefix_length + max(copies * len(prompt) + len(answer) for prompt, answer in rows)
     device = prefix_embeds.device
     texts = [prompt + answer for prompt, answer in rows]
     all_text = torch.tensor([token for text in texts for token in text], dtype=torch.long, device=device)
@@ -97,11 +105,17 @@ def build_lm_sequences(
     labels = torch.full((num_rows, length), IGNORE_INDEX, dtype=torch.long)
     text_offset = 1 + num_rows * prefix_length
     for row, (prompt, answer) in enumerate(rows):
-        text_length = len(prompt) + len(answer)
-        start = length - prefix_length - text_length
-        gather[row, start : start + prefix_length] = torch.arange(prefix_length) + 1 + row * prefix_length
-        gather[row, start + prefix_length :] = torch.arange(text_length) + text_offset
-        text_offset += text_length
+        video = torch.arange(prefix_length) + 1 + row * prefix_length
+        prompt_ids = torch.arange(len(prompt)) + text_offset
+        answer_ids = torch.arange(len(answer)) + text_offset + len(prompt)
+        text_offset += len(prompt) + len(answer)
+        pieces = {
+            "after_video": (video, prompt_ids, answer_ids),
+            "before_video": (prompt_ids, video, answer_ids),
+            "both": (prompt_ids, video, prompt_ids, answer_ids),  # the prompt's embeddings gathered twice
+        }[prompt_position]
+        positions = torch.cat(pieces)
+        gather[row, length - len(positions) :] = positions
         if answer:
             labels[row, length - len(answer) :] = torch.tensor(answer)
     gather = gather.to(device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from vtok_lit.core.generation import greedy_generate
 from vtok_lit.core.language_models import LanguageModel
 from vtok_lit.core.sequences import (
     LMSequences,
+    PromptPosition,
     answer_log_likelihood,
     answer_logits,
     build_lm_sequences,
@@ -63,6 +64,7 @@ class VideoQuestionAnswering(nn.Module):
         feature_cache: FrameFeatureCache | None = None,
         task_marker: str = "",
         standardize_tokens: bool = True,
+        prompt_position: PromptPosition = "after_video",
     ) -> None:
         """
         Args:
@@ -79,6 +81,10 @@ class VideoQuestionAnswering(nn.Module):
             standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
                 of the training batches) before the projector, so the LM reads any tokenizer at one
                 scale. Off: the projector reads the tokens as the tokenizer writes them.
+            prompt_position: Where a row's question goes: "after_video" (``[video][prompt][answer]``),
+                "before_video" (``[prompt][video][answer]``: a causal LM's video positions see the
+                question, so each can pick out what it asks about) or "both"
+                (``[prompt][video][prompt][answer]``). A task marker stays right before the video.
         """
         super().__init__()
         self.tokenizer = tokenizer
@@ -98,6 +104,9 @@ class VideoQuestionAnswering(nn.Module):
         self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
         self.standardizer = TokenStandardizer(tokenizer.token_dim) if standardize_tokens else None
         self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
+        if prompt_position not in get_args(PromptPosition):
+            raise ValueError(f"prompt_position={prompt_position!r}; choose one of {get_args(PromptPosition)}")
+        self.prompt_position = prompt_position
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Weights of a model whose projector read the tokens unstandardised (written before
@@ -145,9 +154,11 @@ class VideoQuestionAnswering(nn.Module):
         return self.projector(values) + self.kind_embedding(tokens.kinds)[None]
 
     def sequences(self, prefix: torch.Tensor, rows: list[QuestionRow], with_answers: bool) -> LMSequences:
-        """``[video][prompt]`` rows, and ``[answer][end]`` after them when ``with_answers``, left-padded."""
+        """``[marker][video][prompt]`` rows (the prompt placed by ``prompt_position``), and
+        ``[answer][end]`` after them when ``with_answers``, left-padded."""
         text = self.text_tokenizer
         answers = [text.encode(row.answer) + [text.eos_id] for row in rows] if with_answers else None
+        prompts = [text.encode(row.prompt) for row in rows]
         prefix = prefix[[row.clip for row in rows]]
         if self.task_marker_ids:
             ids = torch.tensor(self.task_marker_ids, device=prefix.device)[None]
@@ -155,11 +166,12 @@ class VideoQuestionAnswering(nn.Module):
             prefix = torch.cat([marker.expand(len(rows), -1, -1), prefix], dim=1)
         return build_lm_sequences(
             prefix,
-            [text.encode(row.prompt) for row in rows],
+            prompts,
             answers,
             self.language_model.embed_tokens,
             # Generation appends up to max_answer_tokens positions, so leave room for them.
             self.language_model.max_seq_len - (0 if with_answers else self.max_answer_tokens),
+            self.prompt_position,
         )
 
     def logits(self, prefix: torch.Tensor, rows: list[QuestionRow]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from torch import nn
 
 from vtok_lit.core.feature_cache import FrameFeatureCache
 from vtok_lit.core.language_models import LanguageModel
+from vtok_lit.core.sequences import PromptPosition
 from vtok_lit.core.text_tokenizers import TextTokenizer
 from vtok_lit.core.tokenizers import VideoTokenizer
 from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
@@ -49,6 +50,7 @@ class VideoLLM(TaskModule):
         feature_cache_dir: str | None = None,
         projector_hidden_dim: int = 512,
         standardize_tokens: bool = True,
+        prompt_position: PromptPosition = "after_video",
         questions_per_video: int = 0,
         max_answer_tokens: int = 16,
         benchmark: str = "motionshapes",
@@ -77,6 +79,9 @@ class VideoLLM(TaskModule):
             standardize_tokens: Z-score the video tokens per channel and token kind (running statistics
                 of the training batches) before the projector, so the LM reads any tokenizer at one
                 scale. Off: the projector reads the tokens as the tokenizer writes them.
+            prompt_position: Where each question goes in its LM row: after the video tokens
+                ("after_video"), before them ("before_video": the LM's video positions then see what
+                is asked) or on both sides ("both").
             questions_per_video: Questions drawn per clip and training step (0 = all of them).
             max_answer_tokens: Longest answer generated at validation.
             benchmark: Name of the data in the metric keys, ``val/<benchmark>/<category>``, for every
@@ -105,6 +110,7 @@ class VideoLLM(TaskModule):
             None if feature_cache_dir is None else FrameFeatureCache(feature_cache_dir),
             task_marker,
             standardize_tokens,
+            prompt_position,
         )
         self.initialise_from(init_checkpoint)
         self.questions_per_video = questions_per_video
