@@ -11,7 +11,8 @@ each object of a MotionShapes corpus of one to three objects a clip is read from
   clip differ),
 
 by one small MLP probe (the same for every run; :func:`harness.mlp_probe_predictions`) for its
-direction (left, right, up, down or still) and for whether it moves at all. It is fitted on the train
+direction (left, right, up, down or still), and whether it moves at all is read off that direction
+(:func:`probe_rows`). It is fitted on the train
 split's objects and scored on the val split's, per number of objects in the clip, beside the majority
 class of each group. A tokenizer without tokens of later frames (key frame only) has nothing to read.
 For a VTok tokenizer the same probe also reads the two pooled residuals ``pool(F(x_t) - F(x_key))``
@@ -123,14 +124,22 @@ def object_rows(
 def probe_rows(
     run: str, stage: str, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]
 ) -> list[dict[str, Any]]:
-    """One row per target: accuracy on all val objects and per number of objects in the clip."""
+    """One row per target: accuracy on all val objects and per number of objects in the clip.
+
+    Whether an object moves is read off the direction probe (any direction against still): a probe
+    fitted on those two classes alone, where "moving" is four clusters against one, recalls still
+    objects far less often and scores below what the direction probe implies (0.817 against 0.830
+    from the shipped understanding run's tokens, 0.841 against 0.907 from its pooled residuals).
+    """
+    direction = mlp_probe_predictions(
+        train["features"], val["features"], train["direction"], len(DIRECTIONS), PROBE_STEPS
+    )
     targets = {
-        "direction (5 classes)": (train["direction"], val["direction"], len(DIRECTIONS)),
-        "moving or still": ((train["direction"] > 0).long(), (val["direction"] > 0).long(), 2),
+        "direction (5 classes)": (val["direction"], direction),
+        "moving or still": ((val["direction"] > 0).long(), (direction > 0).long()),
     }
     rows = []
-    for target, (y_train, y_val, classes) in targets.items():
-        predicted = mlp_probe_predictions(train["features"], val["features"], y_train, classes, PROBE_STEPS)
+    for target, (y_val, predicted) in targets.items():
         row: dict[str, Any] = {
             "run": run,
             "stage": stage,
@@ -187,8 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Column(f"majority ({label}) %", f"majority_{group}", percent),
         ]
     notes = [
-        f"An MLP probe (one hidden layer of 256, {PROBE_STEPS} steps) reads each object's direction and "
-        "whether it moves from the tokens of its clip's last and middle frames plus the object's colour: "
+        f"An MLP probe (one hidden layer of 256, {PROBE_STEPS} steps) reads each object's direction (and "
+        "so whether it moves: any direction against still) from the tokens of its clip's last and middle "
+        "frames plus the object's colour: "
         f"fitted on the objects of {args.num_train} MotionShapes clips of 1 to {MAX_OBJECTS} objects, "
         f"scored on those of {args.num_val} others (corpus seed {args.corpus_seed}). Stage "
         f"'{STAGES[1]}': the same read from the two pooled residuals a VTok tokenizer's g_phi maps to "

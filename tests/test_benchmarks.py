@@ -376,6 +376,34 @@ def test_object_motion_probe_reads_an_understanding_runs_fine_tuned_tokenizer(
         harness.model_part(model, "decoder")
 
 
+def test_object_motion_probe_reads_moving_or_still_off_its_direction_probe(benchmarks, monkeypatch) -> None:
+    probe = benchmarks("object_motion_probe")
+    # Val objects: still, left, right, up, down, still. The direction probe is replaced by a reader
+    # that calls the first still object "right" and the "left" one "up": 4 of 6 directions right,
+    # and 5 of 6 moving-or-still answers (the left one still moves).
+    directions = torch.tensor([0, 1, 2, 3, 4, 0])
+    predicted = torch.tensor([2, 3, 2, 3, 4, 0])
+    calls = []
+
+    def reader(train, test, y_train, classes, steps):
+        calls.append(classes)
+        return predicted
+
+    monkeypatch.setattr(probe, "mlp_probe_predictions", reader)
+    split = {
+        "features": torch.randn(6, 3),
+        "direction": directions,
+        "objects": torch.ones(6, dtype=torch.long),
+    }
+    rows = probe.probe_rows("run", "tokens", split, split)
+    assert calls == [len(probe.DIRECTIONS)]  # one probe, of the five directions
+    accuracy = {row["target"]: row["acc_all"] for row in rows}
+    assert accuracy == {
+        "direction (5 classes)": pytest.approx(4 / 6),
+        "moving or still": pytest.approx(5 / 6),
+    }
+
+
 def test_object_motion_probe_reads_the_last_and_middle_frames_not_the_key_frame(benchmarks) -> None:
     probe = benchmarks("object_motion_probe")
     assert probe.later_frames(8, key=0) == (7, 3)
