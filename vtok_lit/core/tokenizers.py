@@ -56,7 +56,7 @@ def merge_to_grid_tokens(features: torch.Tensor, grid_size: int) -> torch.Tensor
     return quarters.permute(0, 2, 4, 3, 5, 1).reshape(batch, grid_size * grid_size, 4 * channels)
 
 
-def _check_choice(name: str, value: str, choices: object) -> None:
+def check_choice(name: str, value: str, choices: object) -> None:
     """Raises a ValueError naming the options when ``value`` is not one of the ``Literal`` ``choices``."""
     if value not in get_args(choices):
         raise ValueError(f"{name}={value!r}; choose one of {get_args(choices)}")
@@ -122,7 +122,7 @@ class VideoTokenizer(nn.Module, ABC):
         super().__init__()
         if grid_size < 1:
             raise ValueError(f"grid_size must be at least 1, got {grid_size}")
-        _check_choice("cell_pooling", cell_pooling, CellPooling)
+        check_choice("cell_pooling", cell_pooling, CellPooling)
         self.frame_encoder = frame_encoder
         self.token_dim = token_dim
         self.grid_size = grid_size
@@ -238,7 +238,7 @@ class KeyFrameTokenizer(VideoTokenizer):
         """
         super().__init__(frame_encoder, **kwargs)
         if isinstance(key_frame, str):
-            _check_choice("key_frame", key_frame, KeyFrameName)
+            check_choice("key_frame", key_frame, KeyFrameName)
         self.key_frame = key_frame
 
     def key_frame_index(self, num_frames: int) -> int:
@@ -347,9 +347,9 @@ class VTokTokenizer(KeyFrameTokenizer):
         super().__init__(frame_encoder, **kwargs)
         if temporal_stride < 1:
             raise ValueError(f"temporal_stride must be at least 1, got {temporal_stride}")
-        _check_choice("residual_pooling", residual_pooling, ResidualPooling)
-        _check_choice("group_reduction", group_reduction, GroupReduction)
-        _check_choice("residual_features", residual_features, ResidualFeatures)
+        check_choice("residual_pooling", residual_pooling, ResidualPooling)
+        check_choice("group_reduction", group_reduction, GroupReduction)
+        check_choice("residual_features", residual_features, ResidualFeatures)
         self.temporal_stride = temporal_stride
         self.group_reduction = group_reduction
         self.residual_features = residual_features

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from vtok_lit.core.sequences import (
 )
 from vtok_lit.core.text_tokenizers import TextTokenizer, text_tokenizer_for
 from vtok_lit.core.token_standardizer import TokenStandardizer
-from vtok_lit.core.tokenizers import VideoTokenizer
+from vtok_lit.core.tokenizers import VideoTokenizer, check_choice
 from vtok_lit.core.tokens import TokenKind, VideoTokens
 
 
@@ -104,8 +104,7 @@ class VideoQuestionAnswering(nn.Module):
         self.kind_embedding = nn.Embedding(len(TokenKind), hidden)
         self.standardizer = TokenStandardizer(tokenizer.token_dim) if standardize_tokens else None
         self.task_marker_ids = self.text_tokenizer.encode(task_marker) if task_marker else []
-        if prompt_position not in get_args(PromptPosition):
-            raise ValueError(f"prompt_position={prompt_position!r}; choose one of {get_args(PromptPosition)}")
+        check_choice("prompt_position", prompt_position, PromptPosition)
         self.prompt_position = prompt_position
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
