@@ -633,3 +633,112 @@ def test_unified_vs_separate_collects_finished_runs(
     assert judged["one LM, both tasks"]["judge_overall"] == pytest.approx(20.0)
     assert judged["generation alone"]["ceiling_overall"] == pytest.approx(30.0)
     assert {row["tokens"] for row in report["tables"]["Cost"]} == {31}
+
+
+def test_understanding_oracle(benchmarks, tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path)
+    oracle = benchmarks("understanding_oracle")
+    report = oracle.main(
+        ["--checkpoint", f"tiny={checkpoint}", "--data-dir", str(tmp_path / "corpus")]
+        + ["--num-train", "8", "--num-val", "4", "--num-frames", "8", "--image-size", "32"]
+        + ["--steps", "3", "--warmup-steps", "1", "--batch-size", "4", "--output-dir", str(tmp_path)]
+    )
+    markdown, saved = read_report(tmp_path, "understanding_oracle")
+    assert saved == json.loads(json.dumps(report))
+    table = report["tables"]["understanding_oracle"]
+    rows = [(row["tokens"], row["scored_on"], row["video_tokens"]) for row in table]
+    # 4x4 grid, 8 frames; key frame only and naive have no residual tokens to swap.
+    held_out, swapped, training = oracle.HELD_OUT, oracle.SWAPPED, oracle.TRAINING
+    assert rows == [
+        ("ideal vtok", held_out, 16 + 7),
+        ("ideal vtok", swapped, 16 + 7),
+        ("ideal vtok", training, 16 + 7),
+        ("ideal vtok_centred_moments", held_out, 16 + 7),
+        ("ideal vtok_centred_moments", swapped, 16 + 7),
+        ("ideal vtok_centred_moments", training, 16 + 7),
+        ("ideal naive", held_out, 16 * 8),
+        ("ideal naive", training, 16 * 8),
+        ("ideal key_frame_only", held_out, 16),
+        ("ideal key_frame_only", training, 16),
+        ("tiny (frozen)", held_out, 4 + 7),  # its own 2x2 grid
+        ("tiny (frozen)", swapped, 4 + 7),
+        ("tiny (frozen)", training, 4 + 7),
+    ]
+    # One row per run and number of objects among the held-out clips.
+    by_objects = report["tables"]["Held-out clips by the number of objects in them"]
+    counts = sorted({row["objects"] for row in by_objects})
+    assert [row["tokens"] for row in by_objects] == [
+        name for name in dict.fromkeys(r[0] for r in rows) for _ in counts
+    ]
+    for row in report["tables"]["understanding_oracle"]:
+        assert 0.0 <= row["overall"] <= 1.0
+    assert "direction" in table_header(markdown)
+
+
+def test_understanding_oracle_ideal_maps_are_the_rendered_clip(benchmarks, tmp_path: Path) -> None:
+    oracle = benchmarks("understanding_oracle")
+    from vtok_lit.data.manifest import read_manifest
+    from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes
+    from vtok_lit.data.motionshapes.vocabulary import COLORS
+    from vtok_lit.data.video_io import read_clip
+
+    corpus = MotionShapesConfig(num_train=6, num_val=0, num_frames=6, image_size=48)
+    checked = 0
+    for record in read_manifest(ensure_motionshapes(tmp_path / "corpus", corpus)):
+        frames = read_clip(record.video, 6)[0]  # (T, H, W, 3) uint8, decoded from the mp4
+        video = frames.permute(3, 0, 1, 2).float() / 255  # (3, T, H, W)
+        maps = oracle.ideal_feature_maps(record.meta["objects"], 6, 48)
+        colours = maps[:, : len(COLORS)]
+        # Where no object is drawn the clip shows the grey background; where one covers a pixel whole
+        # and opaque, its colour (within the background noise and the codec's error).
+        background = colours.sum(1) == 0
+        assert (video[:, background].mean(1) - 0.5).abs().max() < 0.03
+        for index, colour in enumerate(COLORS):
+            # Two pixels in from the edge: the codec stores colour at half resolution.
+            covered = -torch.nn.functional.max_pool2d(-(colours[:, index] == 1.0).float(), 5, 1, 2) == 1
+            if covered.sum() > 10:
+                drawn = video[:, covered].mean(1)
+                assert (drawn - torch.tensor(COLORS[colour])).abs().max() < 0.08, (record.video, colour)
+                checked += 1
+    assert checked >= 6
+
+
+def test_understanding_oracle_residual_tokens_hold_each_colours_move(benchmarks) -> None:
+    oracle = benchmarks("understanding_oracle")
+    red = {"shape": "circle", "color": "red", "size": "large", "state": "unchanged"}
+    blue = {"shape": "square", "color": "blue", "size": "small", "state": "unchanged"}
+    objects = [
+        {**red, "start_center": [20.0, 20.0], "end_center": [40.0, 20.0]},  # right
+        {**blue, "start_center": [40.0, 44.0], "end_center": [40.0, 44.0]},  # still
+    ]
+    layout = oracle.TokenLayout("vtok", num_frames=5, channels=len(oracle.IDEAL_CHANNELS), grid_size=4)
+    tokens = layout.tokens(oracle.ideal_feature_maps(objects, 5, 64))
+    assert tokens.shape == (16 + 4, layout.token_dim)
+    moments = (
+        tokens[16:, : layout.content_dim].reshape(4, 3, -1).transpose(1, 2)
+    )  # (frame, channel, [1, x, y])
+    red_channel, blue_channel = oracle.IDEAL_CHANNELS.index("red"), oracle.IDEAL_CHANNELS.index("blue")
+    # The red circle's x moment grows frame by frame, its y moment stays put; the still blue square
+    # leaves nothing.
+    assert (moments[1:, red_channel, 1] > moments[:-1, red_channel, 1]).all()
+    assert moments[:, red_channel, 2].abs().max() < 1e-2 * moments[-1, red_channel, 1]
+    assert moments[:, blue_channel].abs().max() == 0
+    # Every token says its cell (key-frame tokens) and its frame.
+    assert tokens[:16, layout.content_dim : layout.content_dim + 16].argmax(1).tolist() == list(range(16))
+    assert tokens[16:, layout.content_dim + 16 :].argmax(1).tolist() == [1, 2, 3, 4]
+
+
+def test_understanding_oracle_centred_moments_tell_a_fade_from_a_move(benchmarks) -> None:
+    oracle = benchmarks("understanding_oracle")
+    fading = {"shape": "circle", "color": "red", "size": "large", "state": "fades"}
+    objects = [{**fading, "start_center": [48.0, 20.0], "end_center": [48.0, 20.0]}]  # still, right of centre
+    red = oracle.IDEAL_CHANNELS.index("red")
+    x_moment = {}
+    for name in ("vtok", "vtok_centred_moments"):
+        layout = oracle.TokenLayout(name, num_frames=5, channels=len(oracle.IDEAL_CHANNELS), grid_size=4)
+        tokens = layout.tokens(oracle.ideal_feature_maps(objects, 5, 64))
+        x_moment[name] = tokens[-1, : layout.content_dim].reshape(3, -1)[1, red]
+    # The plain moments read the fade of an object right of centre as a move left; the centred ones
+    # read (almost: their centre is that of the map's departure from a plane) no move.
+    assert x_moment["vtok"] < -1e-3
+    assert abs(x_moment["vtok_centred_moments"]) < 0.05 * abs(x_moment["vtok"])
