@@ -245,8 +245,8 @@ def score(
     }
 
 
-def stack_tokens(rows: list[torch.Tensor], layout: TokenLayout | VideoTokens) -> VideoTokens:
-    """One split's ``(N, L, D)`` tokens in ``layout`` (a token layout, or the tokens of one batch)."""
+def stack_tokens(rows: list[torch.Tensor], layout: TokenLayout) -> VideoTokens:
+    """A split's clips' ``(L, D)`` tokens as ``(N, L, D)`` video tokens, ``layout``'s kinds and frames."""
     values = torch.stack(rows)
     padding = torch.zeros(values.shape[:2], dtype=torch.bool)
     return VideoTokens(values, layout.kinds, layout.frame_index, padding)
@@ -255,6 +255,7 @@ def stack_tokens(rows: list[torch.Tensor], layout: TokenLayout | VideoTokens) ->
 def ideal_tokens(
     records: dict[str, list[Any]], layout: TokenLayout, image_size: int
 ) -> dict[str, VideoTokens]:
+    """Each split's ideal tokens in ``layout``, from its records' objects."""
     return {
         split: stack_tokens(
             [
