@@ -66,13 +66,12 @@ from vtok_lit.core.tokens import TokenKind, VideoTokens  # noqa: E402
 from vtok_lit.core.video_qa import VideoQuestionAnswering  # noqa: E402
 from vtok_lit.data.manifest import read_manifest  # noqa: E402
 from vtok_lit.data.motionshapes import MotionShapesConfig, ensure_motionshapes  # noqa: E402
-from vtok_lit.data.motionshapes.corpus import FADE_END_OPACITY, GROWTH  # noqa: E402
+from vtok_lit.data.motionshapes.corpus import object_weights  # noqa: E402
 from vtok_lit.data.motionshapes.vocabulary import (  # noqa: E402
     COLORS,
     QUESTION_CATEGORIES,
     SHAPES,
     SIZES,
-    shape_mask,
 )
 from vtok_lit.metrics import AnswerAccuracy  # noqa: E402
 from vtok_lit.modules.video_llm import draw_clip_questions, question_rows  # noqa: E402
@@ -90,21 +89,13 @@ HELD_OUT, SWAPPED, TRAINING = (
 
 def ideal_feature_maps(objects: list[dict[str, Any]], num_frames: int, image_size: int) -> torch.Tensor:
     """``(T, C, H, W)``: per frame, each colour's and each shape's coverage times opacity
-    (:data:`IDEAL_CHANNELS`), from a MotionShapes record's ``objects``, along the paths the corpus
-    draws them on (linear from ``start_center`` to ``end_center``, growing or fading over the clip)."""
-    progress = np.linspace(0.0, 1.0, num_frames)[:, None, None]
-    ys, xs = np.mgrid[:image_size, :image_size] + 0.5
+    (:data:`IDEAL_CHANNELS`), from a MotionShapes record's ``objects``: the weights the corpus drew
+    them with (:func:`~vtok_lit.data.motionshapes.corpus.object_weights`, from the recorded centres)."""
     maps = np.zeros((num_frames, len(IDEAL_CHANNELS), image_size, image_size), dtype=np.float32)
     for obj in objects:
-        (x0, y0), (x1, y1) = obj["start_center"], obj["end_center"]
-        half = SIZES[obj["size"]] * image_size
-        if obj["state"] == "grows":
-            half = half * (1 + (GROWTH - 1) * progress)
-        opacity = 1 - (1 - FADE_END_OPACITY) * progress if obj["state"] == "fades" else 1.0
-        coverage = shape_mask(
-            obj["shape"], xs - (x0 + (x1 - x0) * progress), ys - (y0 + (y1 - y0) * progress), half
-        )
-        weight = coverage * opacity
+        half_size = SIZES[obj["size"]] * image_size
+        args = (obj["start_center"], obj["end_center"], half_size, obj["state"], num_frames, image_size)
+        weight = object_weights(obj["shape"], *args)
         maps[:, IDEAL_CHANNELS.index(obj["color"])] += weight
         maps[:, IDEAL_CHANNELS.index(obj["shape"])] += weight
     return torch.from_numpy(maps)
@@ -138,18 +129,18 @@ class TokenLayout:
 
     def tokens(self, maps: torch.Tensor) -> torch.Tensor:
         """``(L, token_dim)`` tokens of one clip's feature maps."""
-        cells = pool_to_grid_tokens(maps, self.grid_size)  # (T, S, C)
-        cell_ids = torch.eye(self.cells).expand(maps.shape[0], -1, -1)
-        frame_ids = torch.eye(self.num_frames)[:, None].expand(-1, self.cells, -1)
-        cell_tokens = torch.cat([self._pad(cells), cell_ids, frame_ids], dim=-1)  # (T, S, D)
-        if self.layout == "naive":
-            return cell_tokens.flatten(0, 1)
-        if self.layout == "key_frame_only":
-            return cell_tokens[0]
+        # Every frame on the grid for naive; the key frame (the first) alone for the others.
+        gridded = maps if self.layout == "naive" else maps[:1]
+        cells = pool_to_grid_tokens(gridded, self.grid_size)  # (F, S, C)
+        cell_ids = torch.eye(self.cells).expand(len(gridded), -1, -1)
+        frame_ids = torch.eye(self.num_frames)[: len(gridded), None].expand(-1, self.cells, -1)
+        cell_tokens = torch.cat([self._pad(cells), cell_ids, frame_ids], dim=-1).flatten(0, 1)  # (F * S, D)
+        if self.layout not in RESIDUAL_POOLINGS:
+            return cell_tokens
         moments = self.vtok.pooled_residuals(maps[None])[0]  # (T - 1, 3 * C): 1, x and y blocks
         frame_ids = torch.eye(self.num_frames)[1:]
         residual = torch.cat([moments, torch.zeros(len(moments), self.cells), frame_ids], dim=-1)
-        return torch.cat([cell_tokens[0], residual])
+        return torch.cat([cell_tokens, residual])
 
     def _pad(self, content: torch.Tensor) -> torch.Tensor:
         return nn.functional.pad(content, (0, self.content_dim - content.shape[-1]))

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -209,18 +210,36 @@ def _any_overlap(objects: list[_ShapeObject]) -> bool:
     return False
 
 
+def object_weights(
+    shape: str,
+    start: Sequence[float],
+    end: Sequence[float],
+    half_size: float,
+    state: str,
+    num_frames: int,
+    image_size: int,
+) -> np.ndarray:
+    """``(T, H, W)``: how much of each pixel one object covers, times its opacity, frame by frame: its
+    centre goes in a line from ``start`` to ``end`` (``(x, y)`` pixels), a growing object ends
+    ``GROWTH`` times its first ``half_size``, a fading one at ``FADE_END_OPACITY``. The weight with which
+    the clip blends the object's colour over what lies below it."""
+    progress = np.linspace(0.0, 1.0, num_frames)[:, None, None]  # (T, 1, 1), 0 -> 1 over the clip
+    ys, xs = np.mgrid[:image_size, :image_size] + 0.5  # pixel centres
+    centre_x = start[0] + (end[0] - start[0]) * progress
+    centre_y = start[1] + (end[1] - start[1]) * progress
+    half = half_size * (1 + (GROWTH - 1) * progress if state == "grows" else 1.0)
+    opacity = 1 - (1 - FADE_END_OPACITY) * progress if state == "fades" else 1.0
+    return shape_mask(shape, xs - centre_x, ys - centre_y, half) * opacity
+
+
 def _render(objects: list[_ShapeObject], rng: np.random.Generator, config: MotionShapesConfig) -> np.ndarray:
     """Draw the clip: ``(T, H, W, 3)`` uint8."""
     frames_shape = (config.num_frames, config.image_size, config.image_size, 3)
     frames = BACKGROUND + config.noise_std * rng.standard_normal(frames_shape, dtype=np.float32)
-    progress = np.linspace(0.0, 1.0, config.num_frames)[:, None, None]  # (T, 1, 1), 0 -> 1 over the clip
-    ys, xs = np.mgrid[: config.image_size, : config.image_size] + 0.5  # pixel centres
     for obj in objects:
-        centre_x = obj.start[0] + (obj.end[0] - obj.start[0]) * progress
-        centre_y = obj.start[1] + (obj.end[1] - obj.start[1]) * progress
-        half = obj.half_size * (1 + (GROWTH - 1) * progress if obj.state == "grows" else 1.0)
-        opacity = 1 - (1 - FADE_END_OPACITY) * progress if obj.state == "fades" else 1.0
-        weight = (shape_mask(obj.shape, xs - centre_x, ys - centre_y, half) * opacity)[..., None]
+        weight = object_weights(
+            obj.shape, obj.start, obj.end, obj.half_size, obj.state, config.num_frames, config.image_size
+        )[..., None]
         frames = frames * (1 - weight) + np.array(COLORS[obj.color]) * weight
     return np.rint(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
 
