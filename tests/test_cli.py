@@ -139,6 +139,15 @@ def test_fit_writes_events_config_and_a_loadable_checkpoint(tmp_path: Path) -> N
     )
 
 
+def test_a_parts_learning_rate_scale_comes_from_the_config(tmp_path: Path) -> None:
+    scales = '{"tokenizer.frame_encoder": 0.25}'
+    cli = main(["fit", *run_args(tmp_path, f"--model.init_args.lr_scales={scales}", "--trainer.max_steps=1")])
+    by_scale = {group["lr_scale"]: group for group in cli.trainer.optimizers[0].param_groups}
+    assert by_scale[0.25]["lr"] == pytest.approx(0.25 * by_scale[1.0]["lr"])
+    assert len(by_scale[0.25]["params"]) == len(list(cli.model.tokenizer.frame_encoder.parameters()))
+    assert "tokenizer.frame_encoder: 0.25" in (Path(cli.trainer.log_dir) / "config.yaml").read_text()
+
+
 def test_validate_with_ckpt_path(tmp_path: Path) -> None:
     cli = main(["fit", *run_args(tmp_path)])
     checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))

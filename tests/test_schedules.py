@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from vtok_lit.core import WarmupCosineSchedule
+from vtok_lit.core import ConvFrameEncoder, TransformerLM, VTokTokenizer, WarmupCosineSchedule
+from vtok_lit.modules import VideoLLM
 
 
 def rates(schedule: WarmupCosineSchedule, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
@@ -41,3 +42,71 @@ def test_settings_that_cannot_work_are_named(kwargs, named):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     with pytest.raises(ValueError, match=named):
         WarmupCosineSchedule(optimizer, **kwargs)
+
+
+def tiny_video_llm(**kwargs) -> VideoLLM:
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
+    lm = TransformerLM(hidden_size=32, num_layers=1, num_heads=2, max_seq_len=128)
+    return VideoLLM(tokenizer, lm, projector_hidden_dim=32, **kwargs)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer) -> WarmupCosineSchedule:
+    return WarmupCosineSchedule(optimizer, warmup_steps=2, total_steps=10)
+
+
+def rate_of(optimizer: torch.optim.Optimizer, parameter: torch.nn.Parameter) -> float:
+    (group,) = [group for group in optimizer.param_groups if any(p is parameter for p in group["params"])]
+    return group["lr"]
+
+
+def test_a_part_learns_at_its_scale_of_the_scheduled_rate():
+    module = tiny_video_llm(
+        optimizer=lambda params: torch.optim.AdamW(params, lr=0.01),
+        lr_scheduler=warmup_cosine,
+        lr_scales={"model.tokenizer": 0.1, "model.tokenizer.residual_mlp": 0.5},
+    )
+    configured = module.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    encoder = next(module.tokenizer.frame_encoder.parameters())
+    residual_map = next(module.tokenizer.residual_mlp.parameters())
+    projector = next(module.model.projector.parameters())
+    language_model = next(module.language_model.parameters())
+    counted = sum(len(group["params"]) for group in optimizer.param_groups)
+    assert counted == len(list(module.parameters()))
+    for _ in range(5):  # through the warmup into the cosine: every rate keeps its ratio
+        optimizer.step()
+        schedule.step()
+        assert rate_of(optimizer, projector) == rate_of(optimizer, language_model) > 0
+        assert rate_of(optimizer, encoder) == pytest.approx(0.1 * rate_of(optimizer, projector))
+        assert rate_of(optimizer, residual_map) == pytest.approx(0.5 * rate_of(optimizer, projector))
+
+
+def test_without_scales_one_group_at_the_optimizers_rate():
+    module = tiny_video_llm(optimizer=lambda params: torch.optim.SGD(params, lr=0.2))
+    (group,) = module.configure_optimizers().param_groups
+    assert group["lr"] == 0.2
+    assert len(group["params"]) == len(list(module.parameters()))
+
+
+def test_a_frozen_part_is_left_out_whatever_its_scale():
+    module = tiny_video_llm(freeze_tokenizer=True, lr_scales={"model.tokenizer": 0.1})
+    optimizer = module.configure_optimizers()
+    assert [group["lr_scale"] for group in optimizer.param_groups] == [1.0]
+    assert not any(
+        p is q
+        for group in optimizer.param_groups
+        for p in group["params"]
+        for q in module.tokenizer.parameters()
+    )
+
+
+@pytest.mark.parametrize(
+    ("scales", "named"),
+    [
+        ({"model.tokeniser": 0.1}, r"lr_scales names 'model.tokeniser', which is not a part of VideoLLM"),
+        ({"model.tokenizer": 0.0}, r"lr_scales.model.tokenizer=0.0: a scale must be > 0"),
+    ],
+)
+def test_a_scale_that_cannot_work_is_named(scales, named):
+    with pytest.raises(ValueError, match=named):
+        tiny_video_llm(lr_scales=scales).configure_optimizers()

@@ -43,6 +43,7 @@ class VTokModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        lr_scales: dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -50,11 +51,21 @@ class VTokModule(LightningModule):
                 YAML, e.g. ``torch.optim.AdamW`` with ``lr``).
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+            lr_scales: Learning rates of parts, as multiples of the optimizer's: ``{part: scale}``, a part
+                named by its attribute path in the module (``model.tokenizer``), each of its parameters
+                at ``scale`` times the rate (the most specific part wins); the schedule scales every
+                rate alike. E.g. a pretrained tokenizer fine-tuned slower than a new LM learns.
         """
         super().__init__()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.lr_scales = dict(lr_scales or {})
+        for part, scale in self.lr_scales.items():
+            if not scale > 0:
+                raise ValueError(
+                    f"model.init_args.lr_scales.{part}={scale}: a scale must be > 0 (freeze a part instead)"
+                )
         # The global step of the last validation (not the sanity check), saved with its figures.
         self.validated_at_step: int | None = None
         self.configure_metrics([])
@@ -99,10 +110,13 @@ class VTokModule(LightningModule):
         self.log_epoch_metrics("test", self.test_metrics)
 
     def configure_optimizers(self) -> Any:
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        if not trainable:
+        groups = self.parameter_groups()
+        if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters: everything is frozen.")
-        optimizer = self.optimizer_factory(trainable)
+        optimizer = self.optimizer_factory(groups if self.lr_scales else groups[0]["params"])
+        for group in optimizer.param_groups:
+            # Before the scheduler is built: it takes each group's rate as that group's base rate.
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -110,6 +124,31 @@ class VTokModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
         }
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters by learning-rate scale (:attr:`lr_scales`): one group for each scale
+        in use, ``{"params": [...], "lr_scale": scale}``; an error names a part that is not one."""
+        parts = {name for name, _ in self.named_modules()}
+        for part in self.lr_scales:
+            if part not in parts:
+                tops = sorted(name for name, _ in self.named_children())
+                raise ValueError(
+                    f"model.init_args.lr_scales names {part!r}, which is not a part of {type(self).__name__} "
+                    f"(its parts: {', '.join(tops)}, and theirs by dotted path, e.g. model.tokenizer)"
+                )
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                by_scale.setdefault(self.lr_scale_of(name), []).append(parameter)
+        return [{"params": params, "lr_scale": scale} for scale, params in by_scale.items()]
+
+    def lr_scale_of(self, parameter_name: str) -> float:
+        """The learning-rate scale of a parameter: that of the most specific part of :attr:`lr_scales`
+        holding it, else 1."""
+        # FSDP's wrappers sit between a part and its parameters; a part's name is the path without them.
+        path = parameter_name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+        holders = [part for part in self.lr_scales if path.startswith(part + ".")]
+        return self.lr_scales[max(holders, key=len)] if holders else 1.0
 
     def configure_callbacks(self) -> list[Callback]:
         # Part of every module: an epoch of data it cannot use stops the run with an error.

@@ -39,6 +39,7 @@ class TokenizerPretraining(VTokModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        lr_scales: dict[str, float] | None = None,
         residual_objective: ResidualObjective | None = None,
         still_frames_per_clip: int = 0,
     ) -> None:
@@ -50,6 +51,8 @@ class TokenizerPretraining(VTokModule):
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+            lr_scales: Learning rates of parts as multiples of the optimizer's, ``{part: scale}`` by
+                attribute path (``tokenizer.frame_encoder: 0.1`` for a pretrained frame encoder).
             residual_objective: An optional auxiliary objective the residual tokens must meet on
                 their own (:class:`ForegroundMotionObjective`, :class:`ChangeMapObjective`), added to
                 the loss with its ``weight``, its error logged under its ``metric_name``; the
@@ -64,7 +67,7 @@ class TokenizerPretraining(VTokModule):
                 gives its spatial path more frames a step. The tokens of a clip, and validation, are
                 unchanged. 0: off.
         """
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, lr_scales)
         self.save_hyperparameters()
         check_token_dims(tokenizer, decoder=decoder, residual_objective=residual_objective)
         self.tokenizer = tokenizer

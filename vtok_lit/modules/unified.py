@@ -85,6 +85,7 @@ class UnifiedVideoLM(TaskModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        lr_scales: dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -129,8 +130,10 @@ class UnifiedVideoLM(TaskModule):
             optimizer: Builds the optimizer from the trainable parameters.
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
+            lr_scales: Learning rates of parts as multiples of the optimizer's, ``{part: scale}`` by
+                attribute path (``model.tokenizer: 0.3`` for a pretrained tokenizer under a new LM).
         """
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, lr_scales)
         self.save_hyperparameters()
         if not 0 <= generation_share <= 1:
             raise ValueError(f"generation_share must be in [0, 1], got {generation_share}")
