@@ -19,7 +19,9 @@ From those maps each tokenizer's layout is built the way the kit's tokenizers po
 
 Every token also carries a one-hot of its grid cell and of its frame (the kit's tokenizers add learned
 embeddings of both). A ``--checkpoint`` adds a row with the tokens of a pretrained tokenizer, frozen,
-read from the decoded clips. Each row then trains the understanding recipe's LM, projector and token
+read from the decoded clips; with ``--checkpoint-residuals pooled`` its residual tokens are what its
+``g_phi`` reads instead (its pooled residuals and a one-hot of the frame): what ``g_phi`` keeps of
+them for the LM. Each row then trains the understanding recipe's LM, projector and token
 standardizer (``experiments/understanding.yaml``: a 3-layer LM of width 128, 1500 AdamW steps of 32
 clips at lr 1e-3 with 100 warmup steps and cosine decay, three questions a clip) on the corpus'
 training clips and scores greedy answers to every question of its held-out clips, per category.
@@ -267,8 +269,10 @@ def checkpoint_tokens(
     num_frames: int,
     image_size: int,
     batch_size: int,
+    residuals: str = "tokens",
 ) -> dict[str, VideoTokens]:
-    """The tokens a pretraining checkpoint's tokenizer (frozen) makes of the decoded clips."""
+    """The tokens a pretraining checkpoint's tokenizer (frozen) makes of the decoded clips; with
+    ``residuals="pooled"`` each residual token is what ``g_phi`` reads instead (:func:`pooled_reading`)."""
     model, run_frames, run_size = probe_model([config], checkpoint, ("tokenizer",))
     if (run_frames, run_size) != (num_frames, image_size):
         raise SystemExit(
@@ -276,10 +280,16 @@ def checkpoint_tokens(
             f"{num_frames} of {image_size}px"
         )
     tokenizer = model_part(model, "tokenizer")[0]
+    if residuals == "pooled" and not isinstance(tokenizer, VTokTokenizer):
+        raise SystemExit(
+            f"{checkpoint}: --checkpoint-residuals pooled needs a VTok tokenizer, "
+            f"not {type(tokenizer).__name__}"
+        )
+    read = tokenizer if residuals == "tokens" else lambda clips: pooled_reading(tokenizer, clips)
     out = {}
     for split, rows in records.items():
         batches = [
-            tokenizer(read_clips(rows[i : i + batch_size], num_frames, image_size))
+            read(read_clips(rows[i : i + batch_size], num_frames, image_size))
             for i in range(0, len(rows), batch_size)
         ]
         out[split] = VideoTokens(
@@ -291,11 +301,34 @@ def checkpoint_tokens(
     return out
 
 
+def pooled_reading(tokenizer: VTokTokenizer, clips: torch.Tensor) -> VideoTokens:
+    """A VTok tokenizer's tokens of ``clips`` with every residual token replaced by ``g_phi``'s input,
+    ``[pooled residual | one-hot of its frame]`` (:meth:`VTokTokenizer.pooled_residuals`; the one-hot
+    stands for the frame embedding a token gets after ``g_phi``); spatial tokens as made, all padded
+    to one width."""
+    features = tokenizer.encode_frames(clips)
+    made = tokenizer.tokenize_features(features)
+    pooled = tokenizer.pooled_residuals(features)  # (B, G, C * K)
+    residual = made.kinds == TokenKind.RESIDUAL
+    frame_ids = torch.eye(clips.shape[1])[made.frame_index[residual].cpu()].to(pooled)
+    content = torch.cat([pooled, frame_ids.expand(len(pooled), -1, -1)], dim=-1)
+    width = max(made.tokens.shape[-1], content.shape[-1])
+    tokens = nn.functional.pad(made.tokens, (0, width - made.tokens.shape[-1]))
+    tokens[:, residual] = nn.functional.pad(content, (0, width - content.shape[-1]))
+    return VideoTokens(tokens, made.kinds, made.frame_index, made.padding_mask)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_checkpoint_argument(parser, "a tokenizer-pretraining checkpoint (its tokens, frozen, make a row)")
+    parser.add_argument(
+        "--checkpoint-residuals",
+        choices=("tokens", "pooled"),
+        default="tokens",
+        help="a checkpoint row's residual tokens: the tokenizer's, or g_phi's input (its pooled residuals)",
+    )
     parser.add_argument(
         "--layouts", nargs="*", default=list(LAYOUTS), choices=LAYOUTS, help="ideal-token rows"
     )
@@ -341,8 +374,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         layout = TokenLayout(name, args.num_frames, len(IDEAL_CHANNELS), args.grid_size)
         runs.append((f"ideal {name}", ideal_tokens(records, layout, args.image_size)))
     for name, checkpoint, config in checkpoints:
-        read = checkpoint_tokens(checkpoint, config, records, args.num_frames, args.image_size, 50)
-        runs.append((f"{name} (frozen)", read))
+        read = checkpoint_tokens(
+            checkpoint, config, records, args.num_frames, args.image_size, 50, args.checkpoint_residuals
+        )
+        pooled = args.checkpoint_residuals == "pooled"
+        runs.append((f"{name} (frozen{', pooled residuals' if pooled else ''})", read))
 
     rows, by_objects = [], []
     for name, tokens in runs:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from vtok_lit.core import video_decoders
+from vtok_lit.core import ConvFrameEncoder, VTokTokenizer, video_decoders
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = {
@@ -673,6 +673,17 @@ def test_understanding_oracle(benchmarks, tmp_path: Path) -> None:
     for row in report["tables"]["understanding_oracle"]:
         assert 0.0 <= row["overall"] <= 1.0
     assert "direction" in table_header(markdown)
+    # The same checkpoint with g_phi's input in its residual slots: same layout, its own row name.
+    pooled = oracle.main(
+        ["--layouts", "--checkpoint", f"tiny={checkpoint}", "--checkpoint-residuals", "pooled"]
+        + ["--data-dir", str(tmp_path / "corpus"), "--num-train", "8", "--num-val", "4", "--num-frames", "8"]
+        + ["--image-size", "32", "--steps", "2", "--warmup-steps", "1", "--batch-size", "4"]
+        + ["--train-eval-clips", "0", "--output-dir", str(tmp_path), "--name", "pooled"]
+    )
+    assert [(row["tokens"], row["video_tokens"]) for row in pooled["tables"]["pooled"]] == [
+        ("tiny (frozen, pooled residuals)", 4 + 7),
+        ("tiny (frozen, pooled residuals)", 4 + 7),
+    ]
 
 
 def test_understanding_oracle_ideal_maps_are_the_rendered_clip(benchmarks, tmp_path: Path) -> None:
@@ -726,6 +737,22 @@ def test_understanding_oracle_residual_tokens_hold_each_colours_move(benchmarks)
     # Every token says its cell (key-frame tokens) and its frame.
     assert tokens[:16, layout.content_dim : layout.content_dim + 16].argmax(1).tolist() == list(range(16))
     assert tokens[16:, layout.content_dim + 16 :].argmax(1).tolist() == [1, 2, 3, 4]
+
+
+def test_understanding_oracle_pooled_reading_puts_g_phis_input_in_the_residual_slots(benchmarks) -> None:
+    oracle = benchmarks("understanding_oracle")
+    torch.manual_seed(0)
+    encoder = ConvFrameEncoder(channels=8, patch_size=4)
+    tokenizer = VTokTokenizer(encoder, token_dim=16, grid_size=2, residual_pooling="centred_moments")
+    clips = torch.rand(2, 5, 3, 32, 32)
+    made, read = tokenizer(clips), oracle.pooled_reading(tokenizer, clips)
+    assert read.tokens.shape == (2, 4 + 4, 3 * 8 + 5)  # residual content: 3 moments of 8 channels, 5 frames
+    torch.testing.assert_close(read.tokens[:, :4, :16], made.tokens[:, :4])  # spatial tokens as made
+    assert read.tokens[:, :4, 16:].abs().max() == 0
+    pooled = tokenizer.pooled_residuals(tokenizer.encode_frames(clips))
+    torch.testing.assert_close(read.tokens[:, 4:, :24], pooled)
+    assert read.tokens[0, 4:, 24:].argmax(1).tolist() == [1, 2, 3, 4]  # each residual token's frame
+    assert torch.equal(read.kinds, made.kinds) and torch.equal(read.frame_index, made.frame_index)
 
 
 def test_understanding_oracle_centred_moments_tell_a_fade_from_a_move(benchmarks) -> None:
