@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from vtok_lit.core import ConvFrameEncoder, TransformerLM, VTokTokenizer, WarmupCosineSchedule
-from vtok_lit.modules import VideoLLM
+from vtok_lit.core import (
+    ConvFrameEncoder,
+    RegressionVideoDecoder,
+    TransformerLM,
+    VTokTokenizer,
+    WarmupCosineSchedule,
+)
+from vtok_lit.modules import UnifiedVideoLM, VideoLLM
 
 
 def rates(schedule: WarmupCosineSchedule, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
@@ -110,3 +116,29 @@ def test_a_frozen_part_is_left_out_whatever_its_scale():
 def test_a_scale_that_cannot_work_is_named(scales, named):
     with pytest.raises(ValueError, match=named):
         tiny_video_llm(lr_scales=scales).configure_optimizers()
+
+
+@pytest.mark.parametrize("name", ["model.understanding.tokenizer", "model.generation.tokenizer"])
+def test_a_shared_part_takes_its_scale_under_either_name(name):
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
+    module = UnifiedVideoLM(
+        tokenizer,
+        RegressionVideoDecoder(token_dim=16, image_size=16, patch_size=4, width=16, depth=1),
+        TransformerLM(hidden_size=16, num_layers=1, num_heads=2, max_seq_len=128),
+        num_frames=4,
+        head_hidden_dim=16,
+        projector_hidden_dim=16,
+        freeze_tokenizer=False,
+        freeze_decoder=False,
+        decoder_loss_weight=1.0,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        lr_scales={name: 0.5},
+    )
+    optimizer = module.configure_optimizers()
+    encoder = next(tokenizer.frame_encoder.parameters())
+    assert rate_of(optimizer, encoder) == pytest.approx(0.05)
+    assert rate_of(optimizer, next(module.language_model.parameters())) == pytest.approx(0.1)
+    # Each parameter once, though the tokenizer sits in both tasks.
+    counted = [p for group in optimizer.param_groups for p in group["params"]]
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert len(counted) == len({id(p) for p in counted}) == len(trainable)

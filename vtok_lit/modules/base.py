@@ -127,8 +127,11 @@ class VTokModule(LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The trainable parameters by learning-rate scale (:attr:`lr_scales`): one group for each scale
-        in use, ``{"params": [...], "lr_scale": scale}``; an error names a part that is not one."""
-        parts = {name for name, _ in self.named_modules()}
+        in use, ``{"params": [...], "lr_scale": scale}``; an error names a part that is not one.
+
+        A part shared by two parents (one tokenizer in both of a unified model's tasks) has both names:
+        either may be given a scale."""
+        parts = {name for name, _ in self.named_modules(remove_duplicate=False)}
         for part in self.lr_scales:
             if part not in parts:
                 tops = sorted(name for name, _ in self.named_children())
@@ -136,18 +139,24 @@ class VTokModule(LightningModule):
                     f"model.init_args.lr_scales names {part!r}, which is not a part of {type(self).__name__} "
                     f"(its parts: {', '.join(tops)}, and theirs by dotted path, e.g. model.tokenizer)"
                 )
-        by_scale: dict[float, list[nn.Parameter]] = {}
-        for name, parameter in self.named_parameters():
+        names: dict[nn.Parameter, list[str]] = {}
+        for name, parameter in self.named_parameters(remove_duplicate=False):
             if parameter.requires_grad:
-                by_scale.setdefault(self.lr_scale_of(name), []).append(parameter)
+                names.setdefault(parameter, []).append(name)
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for parameter, aliases in names.items():
+            by_scale.setdefault(self.lr_scale_of(aliases), []).append(parameter)
         return [{"params": params, "lr_scale": scale} for scale, params in by_scale.items()]
 
-    def lr_scale_of(self, parameter_name: str) -> float:
-        """The learning-rate scale of a parameter: that of the most specific part of :attr:`lr_scales`
-        holding it, else 1."""
+    def lr_scale_of(self, parameter_names: list[str]) -> float:
+        """The learning-rate scale of a parameter of these names: that of the most specific part of
+        :attr:`lr_scales` holding it, else 1."""
         # FSDP's wrappers sit between a part and its parameters; a part's name is the path without them.
-        path = parameter_name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
-        holders = [part for part in self.lr_scales if path.startswith(part + ".")]
+        paths = [
+            name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+            for name in parameter_names
+        ]
+        holders = [part for part in self.lr_scales if any(path.startswith(part + ".") for path in paths)]
         return self.lr_scales[max(holders, key=len)] if holders else 1.0
 
     def configure_callbacks(self) -> list[Callback]:

@@ -131,7 +131,8 @@ class UnifiedVideoLM(TaskModule):
             lr_scheduler: Builds an optional learning-rate scheduler from the optimizer.
             lr_scheduler_interval: Whether the scheduler steps every optimizer step or every epoch.
             lr_scales: Learning rates of parts as multiples of the optimizer's, ``{part: scale}`` by
-                attribute path (``model.tokenizer: 0.3`` for a pretrained tokenizer under a new LM).
+                attribute path (``model.understanding.tokenizer: 0.3``, or its other name
+                ``model.generation.tokenizer``, for a pretrained tokenizer under a new LM).
         """
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, lr_scales)
         self.save_hyperparameters()
