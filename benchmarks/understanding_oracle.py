@@ -21,10 +21,12 @@ Every token also carries a one-hot of its grid cell and of its frame (the kit's 
 embeddings of both). A ``--checkpoint`` adds a row with the tokens of a pretrained tokenizer, frozen,
 read from the decoded clips; with ``--checkpoint-residuals pooled`` its residual tokens are what its
 ``g_phi`` reads instead (its pooled residuals and a one-hot of the frame): what ``g_phi`` keeps of
-them for the LM. Each row then trains the understanding recipe's LM, projector and token
-standardizer (``experiments/understanding.yaml``: a 3-layer LM of width 128, 1500 AdamW steps of 32
-clips at lr 1e-3 with 100 warmup steps and cosine decay, three questions a clip) on the corpus'
-training clips and scores greedy answers to every question of its held-out clips, per category.
+them for the LM. ``--ideal-map-size 8`` averages the ideal maps to the 8 x 8 of the shipped frame
+encoder's feature map before pooling: what the encoder's resolution alone costs. Each row then
+trains the understanding recipe's LM, projector and token standardizer
+(``experiments/understanding.yaml``: a 3-layer LM of width 128, 1500 AdamW steps of 32 clips at lr
+1e-3 with 100 warmup steps and cosine decay, three questions a clip) on the corpus' training clips
+and scores greedy answers to every question of its held-out clips, per category.
 It is scored again with each clip's residual tokens taken from another clip (how much each category
 leans on them), and on training clips (what it learnt against what it knows by heart). Rows differ in
 their tokens alone: same seed, steps, batches and questions.
@@ -246,17 +248,17 @@ def stack_tokens(rows: list[torch.Tensor], layout: TokenLayout) -> VideoTokens:
 
 
 def ideal_tokens(
-    records: dict[str, list[Any]], layout: TokenLayout, image_size: int
+    records: dict[str, list[Any]], layout: TokenLayout, image_size: int, map_size: int | None = None
 ) -> dict[str, VideoTokens]:
-    """Each split's ideal tokens in ``layout``, from its records' objects."""
+    """Each split's ideal tokens in ``layout``, from its records' objects; with ``map_size``, from the
+    maps averaged to ``map_size x map_size`` first (the resolution of a frame encoder's feature map)."""
+
+    def maps(objects: list[dict[str, Any]]) -> torch.Tensor:
+        full = ideal_feature_maps(objects, layout.num_frames, image_size)
+        return full if map_size is None else nn.functional.adaptive_avg_pool2d(full, map_size)
+
     return {
-        split: stack_tokens(
-            [
-                layout.tokens(ideal_feature_maps(r.meta["objects"], layout.num_frames, image_size))
-                for r in rows
-            ],
-            layout,
-        )
+        split: stack_tokens([layout.tokens(maps(r.meta["objects"])) for r in rows], layout)
         for split, rows in records.items()
     }
 
@@ -340,6 +342,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--grid-size", type=int, default=4, help="side g of the key frame's grid")
+    parser.add_argument(
+        "--ideal-map-size",
+        type=int,
+        default=None,
+        help="average the ideal maps to this side before pooling (the frame encoder's map: 8 for the "
+        "shipped 64px frames and patch size 8); unset: every pixel",
+    )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32, help="clips a step")
@@ -372,7 +381,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[tuple[str, dict[str, VideoTokens]]] = []
     for name in args.layouts:
         layout = TokenLayout(name, args.num_frames, len(IDEAL_CHANNELS), args.grid_size)
-        runs.append((f"ideal {name}", ideal_tokens(records, layout, args.image_size)))
+        tokens = ideal_tokens(records, layout, args.image_size, args.ideal_map_size)
+        at = "" if args.ideal_map_size is None else f", {args.ideal_map_size}x{args.ideal_map_size} maps"
+        runs.append((f"ideal {name}{at}", tokens))
     for name, checkpoint, config in checkpoints:
         read = checkpoint_tokens(
             checkpoint, config, records, args.num_frames, args.image_size, 50, args.checkpoint_residuals

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -753,6 +753,23 @@ def test_understanding_oracle_pooled_reading_puts_g_phis_input_in_the_residual_s
     torch.testing.assert_close(read.tokens[:, 4:, :24], pooled)
     assert read.tokens[0, 4:, 24:].argmax(1).tolist() == [1, 2, 3, 4]  # each residual token's frame
     assert torch.equal(read.kinds, made.kinds) and torch.equal(read.frame_index, made.frame_index)
+
+
+def test_understanding_oracle_ideal_maps_at_an_encoders_resolution(benchmarks) -> None:
+    oracle = benchmarks("understanding_oracle")
+    red = {"shape": "circle", "color": "red", "size": "large", "state": "unchanged"}
+    record = SimpleNamespace(
+        meta={"objects": [{**red, "start_center": [20.0, 20.0], "end_center": [44.0, 20.0]}]}
+    )
+    layout = oracle.TokenLayout("vtok", num_frames=5, channels=len(oracle.IDEAL_CHANNELS), grid_size=4)
+    full = oracle.ideal_tokens({"val": [record]}, layout, 64)["val"].tokens[0]
+    coarse = oracle.ideal_tokens({"val": [record]}, layout, 64, map_size=8)["val"].tokens[0]
+    # The 4x4 grid of an 8x8 average is the 4x4 grid of the frame: the key-frame tokens are the same.
+    torch.testing.assert_close(coarse[:16], full[:16])
+    # The move survives the coarser map, not exactly: the x moment of red still grows frame by frame.
+    red_x = oracle.IDEAL_CHANNELS.index("red") + len(oracle.IDEAL_CHANNELS)  # the x block of the moments
+    assert (coarse[17:, red_x] > coarse[16:-1, red_x]).all()
+    assert not torch.allclose(coarse[16:], full[16:])
 
 
 def test_understanding_oracle_centred_moments_tell_a_fade_from_a_move(benchmarks) -> None:
