@@ -22,7 +22,9 @@ embeddings of both). A ``--checkpoint`` adds a row with the tokens of a pretrain
 read from the decoded clips; with ``--checkpoint-residuals pooled`` its residual tokens are what its
 ``g_phi`` reads instead (its pooled residuals and a one-hot of the frame): what ``g_phi`` keeps of
 them for the LM. ``--ideal-map-size 8`` averages the ideal maps to the 8 x 8 of the shipped frame
-encoder's feature map before pooling: what the encoder's resolution alone costs. Each row then
+encoder's feature map before pooling: what the encoder's resolution alone costs; ``--entangled-channels
+64`` spreads them over 64 channels, each kind of object (colour, shape, size) a random vector, as a
+learnt encoder's features are spread: what features that are not one attribute a channel cost. Each row then
 trains the understanding recipe's LM, projector and token standardizer
 (``experiments/understanding.yaml``: a 3-layer LM of width 128, 1500 AdamW steps of 32 clips at lr
 1e-3 with 100 warmup steps and cosine decay, three questions a clip) on the corpus' training clips
@@ -91,18 +93,38 @@ HELD_OUT, SWAPPED, TRAINING = (
 )
 
 
-def ideal_feature_maps(objects: list[dict[str, Any]], num_frames: int, image_size: int) -> torch.Tensor:
+def ideal_feature_maps(
+    objects: list[dict[str, Any]],
+    num_frames: int,
+    image_size: int,
+    signatures: dict[tuple[str, str, str], np.ndarray] | None = None,
+) -> torch.Tensor:
     """``(T, C, H, W)``: per frame, each colour's and each shape's coverage times opacity
     (:data:`IDEAL_CHANNELS`), from a MotionShapes record's ``objects``: the weights the corpus drew
-    them with (:func:`~vtok_lit.data.motionshapes.corpus.object_weights`, from the recorded centres)."""
-    maps = np.zeros((num_frames, len(IDEAL_CHANNELS), image_size, image_size), dtype=np.float32)
+    them with (:func:`~vtok_lit.data.motionshapes.corpus.object_weights`, from the recorded centres).
+    With ``signatures`` (:func:`entangled_signatures`), each object's coverage times opacity times the
+    ``(C,)`` vector of its colour, shape and size instead."""
+    channels = len(IDEAL_CHANNELS) if signatures is None else len(next(iter(signatures.values())))
+    maps = np.zeros((num_frames, channels, image_size, image_size), dtype=np.float32)
     for obj in objects:
         half_size = SIZES[obj["size"]] * image_size
         args = (obj["start_center"], obj["end_center"], half_size, obj["state"], num_frames, image_size)
         weight = object_weights(obj["shape"], *args)
-        maps[:, IDEAL_CHANNELS.index(obj["color"])] += weight
-        maps[:, IDEAL_CHANNELS.index(obj["shape"])] += weight
+        if signatures is None:
+            maps[:, IDEAL_CHANNELS.index(obj["color"])] += weight
+            maps[:, IDEAL_CHANNELS.index(obj["shape"])] += weight
+        else:
+            maps += weight[:, None] * signatures[obj["color"], obj["shape"], obj["size"]][None, :, None, None]
     return torch.from_numpy(maps)
+
+
+def entangled_signatures(channels: int, seed: int = 0) -> dict[tuple[str, str, str], np.ndarray]:
+    """One fixed random ``(channels,)`` Gaussian vector for each colour, shape and size of object: the
+    ideal maps' content spread over every channel, as a learnt encoder's features spread it, where the
+    attribute channels give each colour and shape a channel of its own."""
+    rng = np.random.default_rng(seed)
+    kinds = [(color, shape, size) for color in COLORS for shape in SHAPES for size in SIZES]
+    return {kind: rng.standard_normal(channels).astype(np.float32) for kind in kinds}
 
 
 class TokenLayout:
@@ -248,13 +270,18 @@ def stack_tokens(rows: list[torch.Tensor], layout: TokenLayout) -> VideoTokens:
 
 
 def ideal_tokens(
-    records: dict[str, list[Any]], layout: TokenLayout, image_size: int, map_size: int | None = None
+    records: dict[str, list[Any]],
+    layout: TokenLayout,
+    image_size: int,
+    map_size: int | None = None,
+    signatures: dict[tuple[str, str, str], np.ndarray] | None = None,
 ) -> dict[str, VideoTokens]:
-    """Each split's ideal tokens in ``layout``, from its records' objects; with ``map_size``, from the
-    maps averaged to ``map_size x map_size`` first (the resolution of a frame encoder's feature map)."""
+    """Each split's ideal tokens in ``layout``, from its records' objects (through ``signatures`` when
+    given, :func:`ideal_feature_maps`); with ``map_size``, from the maps averaged to ``map_size x
+    map_size`` first (the resolution of a frame encoder's feature map)."""
 
     def maps(objects: list[dict[str, Any]]) -> torch.Tensor:
-        full = ideal_feature_maps(objects, layout.num_frames, image_size)
+        full = ideal_feature_maps(objects, layout.num_frames, image_size, signatures)
         return full if map_size is None else nn.functional.adaptive_avg_pool2d(full, map_size)
 
     return {
@@ -343,6 +370,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--grid-size", type=int, default=4, help="side g of the key frame's grid")
     parser.add_argument(
+        "--entangled-channels",
+        type=int,
+        default=0,
+        help="spread the ideal maps over this many channels, a random vector for each colour, shape and "
+        "size of object (entangled_signatures); 0: a channel for each colour and shape",
+    )
+    parser.add_argument(
         "--ideal-map-size",
         type=int,
         default=None,
@@ -380,10 +414,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs: list[tuple[str, dict[str, VideoTokens]]] = []
     for name in args.layouts:
-        layout = TokenLayout(name, args.num_frames, len(IDEAL_CHANNELS), args.grid_size)
-        tokens = ideal_tokens(records, layout, args.image_size, args.ideal_map_size)
+        signatures = entangled_signatures(args.entangled_channels) if args.entangled_channels else None
+        channels = args.entangled_channels or len(IDEAL_CHANNELS)
+        layout = TokenLayout(name, args.num_frames, channels, args.grid_size)
+        tokens = ideal_tokens(records, layout, args.image_size, args.ideal_map_size, signatures)
         at = "" if args.ideal_map_size is None else f", {args.ideal_map_size}x{args.ideal_map_size} maps"
-        runs.append((f"ideal {name}{at}", tokens))
+        spread = f", entangled over {channels} channels" if signatures else ""
+        runs.append((f"ideal {name}{spread}{at}", tokens))
     for name, checkpoint, config in checkpoints:
         read = checkpoint_tokens(
             checkpoint, config, records, args.num_frames, args.image_size, 50, args.checkpoint_residuals

@@ -772,6 +772,24 @@ def test_understanding_oracle_ideal_maps_at_an_encoders_resolution(benchmarks) -
     assert not torch.allclose(coarse[16:], full[16:])
 
 
+def test_understanding_oracle_entangled_maps_spread_each_object_over_every_channel(benchmarks) -> None:
+    oracle = benchmarks("understanding_oracle")
+    red = {"shape": "circle", "color": "red", "size": "large", "state": "unchanged"}
+    moving = {**red, "start_center": [20.0, 20.0], "end_center": [44.0, 20.0]}
+    signatures = oracle.entangled_signatures(12)
+    assert len(signatures) == 4 * 3 * 2 and len({v.tobytes() for v in signatures.values()}) == 24
+    attributes = oracle.ideal_feature_maps([moving], 5, 64)
+    entangled = oracle.ideal_feature_maps([moving], 5, 64, signatures)
+    coverage = attributes[:, oracle.IDEAL_CHANNELS.index("red")]
+    expected = coverage[:, None] * torch.from_numpy(signatures["red", "circle", "large"])[None, :, None, None]
+    torch.testing.assert_close(entangled, expected)
+    # Every channel's x moment is the object's, times its signature's value in that channel.
+    layout = oracle.TokenLayout("vtok", num_frames=5, channels=12, grid_size=4)
+    x_moments = layout.tokens(entangled)[16:, 12:24]
+    ratio = x_moments / torch.from_numpy(signatures["red", "circle", "large"])
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+
+
 def test_understanding_oracle_centred_moments_tell_a_fade_from_a_move(benchmarks) -> None:
     oracle = benchmarks("understanding_oracle")
     fading = {"shape": "circle", "color": "red", "size": "large", "state": "fades"}
