@@ -11,6 +11,7 @@ from vtok_lit.core import (
     WarmupCosineSchedule,
 )
 from vtok_lit.modules import UnifiedVideoLM, VideoLLM
+from vtok_lit.modules.base import unwrapped_name
 
 
 def rates(schedule: WarmupCosineSchedule, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
@@ -142,3 +143,15 @@ def test_a_shared_part_takes_its_scale_under_either_name(name):
     counted = [p for group in optimizer.param_groups for p in group["params"]]
     trainable = [p for p in module.parameters() if p.requires_grad]
     assert len(counted) == len({id(p) for p in counted}) == len(trainable)
+
+
+def test_a_part_is_found_under_fsdps_and_checkpointings_wrappers():
+    module = tiny_video_llm(lr_scales={"model.language_model.blocks.0": 0.5})
+    wrapped = "model.language_model.blocks.0._fsdp_wrapped_module._checkpoint_wrapped_module.attn.weight"
+    assert unwrapped_name(wrapped) == "model.language_model.blocks.0.attn.weight"
+    assert (
+        unwrapped_name("model.language_model.blocks.0._fsdp_wrapped_module")
+        == "model.language_model.blocks.0"
+    )
+    assert module.lr_scale_of([wrapped]) == 0.5
+    assert module.lr_scale_of(["model.language_model.blocks.1._fsdp_wrapped_module.attn.weight"]) == 1.0

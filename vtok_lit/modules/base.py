@@ -131,10 +131,14 @@ class VTokModule(LightningModule):
 
         A part shared by two parents (one tokenizer in both of a unified model's tasks) has both names:
         either may be given a scale."""
-        parts = {name for name, _ in self.named_modules(remove_duplicate=False)}
+        parts = {unwrapped_name(name) for name, _ in self.named_modules(remove_duplicate=False)}
         for part in self.lr_scales:
             if part not in parts:
-                tops = sorted(name for name, _ in self.named_children())
+                tops = sorted(
+                    name
+                    for name, child in self.named_children()
+                    if next(child.parameters(), None) is not None
+                )
                 raise ValueError(
                     f"model.init_args.lr_scales names {part!r}, which is not a part of {type(self).__name__} "
                     f"(its parts: {', '.join(tops)}, and theirs by dotted path, e.g. model.tokenizer)"
@@ -151,11 +155,7 @@ class VTokModule(LightningModule):
     def lr_scale_of(self, parameter_names: list[str]) -> float:
         """The learning-rate scale of a parameter of these names: that of the most specific part of
         :attr:`lr_scales` holding it, else 1."""
-        # FSDP's wrappers sit between a part and its parameters; a part's name is the path without them.
-        paths = [
-            name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
-            for name in parameter_names
-        ]
+        paths = [unwrapped_name(name) for name in parameter_names]
         holders = [part for part in self.lr_scales if any(path.startswith(part + ".") for path in paths)]
         return self.lr_scales[max(holders, key=len)] if holders else 1.0
 
@@ -337,6 +337,14 @@ class TaskModule(VTokModule):
     @property
     def language_model(self) -> LanguageModel:
         return self.model.language_model
+
+
+def unwrapped_name(name: str) -> str:
+    """A submodule's or parameter's name without the wrappers FSDP and activation checkpointing put
+    between a part and its children: the attribute path a config names."""
+    for wrapper in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
+        name = name.replace(wrapper, "")
+    return name.removesuffix("._fsdp_wrapped_module").removesuffix("._checkpoint_wrapped_module")
 
 
 def check_token_dims(tokenizer: VideoTokenizer, **readers: nn.Module | None) -> None:
