@@ -22,10 +22,10 @@ embeddings of both). A ``--checkpoint`` adds a row with the tokens of a pretrain
 read from the decoded clips; with ``--checkpoint-residuals pooled`` its residual tokens are what its
 ``g_phi`` reads instead (its pooled residuals and a one-hot of the frame): what ``g_phi`` keeps of
 them for the LM. ``--ideal-map-size 8`` averages the ideal maps to the 8 x 8 of the shipped frame
-encoder's feature map before pooling: what the encoder's resolution alone costs; ``--entangled-channels
-64`` spreads them over 64 channels, each kind of object (colour, shape, size) a random vector, as a
-learnt encoder's features are spread: what features that are not one attribute a channel cost. Each row then
-trains the understanding recipe's LM, projector and token standardizer
+encoder's feature map before pooling: what the encoder's resolution alone costs.
+``--entangled-channels 64`` spreads them over 64 channels, each kind of object (colour, shape, size)
+a random vector, as a learnt encoder spreads its features: what features that are not one attribute
+a channel cost. Each row then trains the understanding recipe's LM, projector and token standardizer
 (``experiments/understanding.yaml``: a 3-layer LM of width 128, 1500 AdamW steps of 32 clips at lr
 1e-3 with 100 warmup steps and cosine decay, three questions a clip) on the corpus' training clips
 and scores greedy answers to every question of its held-out clips, per category.
@@ -403,6 +403,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--name", default="understanding_oracle", help="file stem of the report")
     args = parser.parse_args(argv)
     checkpoints = checkpoint_runs(parser, args.checkpoint) if args.checkpoint else []
+    if args.entangled_channels < 0 or (args.ideal_map_size is not None and args.ideal_map_size < 1):
+        parser.error(
+            f"--entangled-channels must be >= 0 and --ideal-map-size >= 1, got {args.entangled_channels} "
+            f"and {args.ideal_map_size}"
+        )
 
     corpus = MotionShapesConfig(
         num_train=args.num_train, num_val=args.num_val, num_frames=args.num_frames, image_size=args.image_size

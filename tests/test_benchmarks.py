@@ -790,6 +790,13 @@ def test_understanding_oracle_entangled_maps_spread_each_object_over_every_chann
     torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
 
 
+@pytest.mark.parametrize("setting", [["--entangled-channels", "-1"], ["--ideal-map-size", "0"]])
+def test_understanding_oracle_names_a_setting_that_cannot_work(benchmarks, setting, capsys) -> None:
+    with pytest.raises(SystemExit):
+        benchmarks("understanding_oracle").main(setting)
+    assert "--entangled-channels must be >= 0 and --ideal-map-size >= 1" in capsys.readouterr().err
+
+
 def test_understanding_oracle_centred_moments_tell_a_fade_from_a_move(benchmarks) -> None:
     oracle = benchmarks("understanding_oracle")
     fading = {"shape": "circle", "color": "red", "size": "large", "state": "fades"}
