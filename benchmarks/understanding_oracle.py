@@ -335,16 +335,16 @@ def pooled_reading(tokenizer: VTokTokenizer, clips: torch.Tensor) -> VideoTokens
     ``[pooled residual | one-hot of its frame]`` (:meth:`VTokTokenizer.pooled_residuals`; the one-hot
     stands for the frame embedding a token gets after ``g_phi``); spatial tokens as made, all padded
     to one width."""
+    num_frames = clips.shape[1]
     features = tokenizer.encode_frames(clips)
-    made = tokenizer.tokenize_features(features)
+    spatial = tokenizer.spatial_tokens(features)  # (B, S, D)
     pooled = tokenizer.pooled_residuals(features)  # (B, G, C * K)
-    residual = made.kinds == TokenKind.RESIDUAL
-    frame_ids = torch.eye(clips.shape[1])[made.frame_index[residual].cpu()].to(pooled)
-    content = torch.cat([pooled, frame_ids.expand(len(pooled), -1, -1)], dim=-1)
-    width = max(made.tokens.shape[-1], content.shape[-1])
-    tokens = nn.functional.pad(made.tokens, (0, width - made.tokens.shape[-1]))
-    tokens[:, residual] = nn.functional.pad(content, (0, width - content.shape[-1]))
-    return VideoTokens(tokens, made.kinds, made.frame_index, made.padding_mask)
+    kinds, frame_index, _ = tokenizer.token_layout(num_frames)
+    frame_ids = torch.eye(num_frames)[frame_index[kinds == TokenKind.RESIDUAL]].to(pooled)
+    residual = torch.cat([pooled, frame_ids.expand(len(pooled), -1, -1)], dim=-1)
+    width = max(spatial.shape[-1], residual.shape[-1])
+    tokens = torch.cat([nn.functional.pad(t, (0, width - t.shape[-1])) for t in (spatial, residual)], dim=1)
+    return VideoTokens(tokens, kinds, frame_index, torch.zeros(tokens.shape[:2], dtype=torch.bool))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -418,9 +418,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     objects = {split: [len(r.meta["objects"]) for r in rows] for split, rows in records.items()}
 
     runs: list[tuple[str, dict[str, VideoTokens]]] = []
+    signatures = entangled_signatures(args.entangled_channels) if args.entangled_channels else None
+    channels = args.entangled_channels or len(IDEAL_CHANNELS)
     for name in args.layouts:
-        signatures = entangled_signatures(args.entangled_channels) if args.entangled_channels else None
-        channels = args.entangled_channels or len(IDEAL_CHANNELS)
         layout = TokenLayout(name, args.num_frames, channels, args.grid_size)
         tokens = ideal_tokens(records, layout, args.image_size, args.ideal_map_size, signatures)
         at = "" if args.ideal_map_size is None else f", {args.ideal_map_size}x{args.ideal_map_size} maps"
