@@ -10,7 +10,7 @@ from vtok_lit.core import (
     VTokTokenizer,
     WarmupCosineSchedule,
 )
-from vtok_lit.modules import UnifiedVideoLM, VideoLLM
+from vtok_lit.modules import TokenizerPretraining, UnifiedVideoLM, VideoLLM
 from vtok_lit.modules.base import unwrapped_name
 
 
@@ -155,3 +155,14 @@ def test_a_part_is_found_under_fsdps_and_checkpointings_wrappers():
     )
     assert module.lr_scale_of([wrapped]) == 0.5
     assert module.lr_scale_of(["model.language_model.blocks.1._fsdp_wrapped_module.attn.weight"]) == 1.0
+
+
+def test_an_unknown_part_is_named_beside_the_modules_own_parts():
+    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
+    decoder = RegressionVideoDecoder(token_dim=16, image_size=16, patch_size=4, width=16, depth=1)
+    module = TokenizerPretraining(tokenizer, decoder, lr_scales={"model.tokenizer": 0.5})
+    with pytest.raises(
+        ValueError, match=r"'model.tokenizer', which is not a part of TokenizerPretraining"
+    ) as error:
+        module.configure_optimizers()
+    assert "tokenizer.frame_encoder" in str(error.value) and "model." not in str(error.value).split("(")[1]

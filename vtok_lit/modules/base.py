@@ -134,14 +134,19 @@ class VTokModule(LightningModule):
         parts = {unwrapped_name(name) for name, _ in self.named_modules(remove_duplicate=False)}
         for part in self.lr_scales:
             if part not in parts:
-                tops = sorted(
-                    name
-                    for name, child in self.named_children()
-                    if next(child.parameters(), None) is not None
+                # The parts two levels down that hold parameters: what a config most often names.
+                shallow = sorted(
+                    {
+                        unwrapped_name(name)
+                        for name, module in self.named_modules(remove_duplicate=False)
+                        if name
+                        and unwrapped_name(name).count(".") < 2
+                        and next(module.parameters(), None) is not None
+                    }
                 )
                 raise ValueError(
                     f"model.init_args.lr_scales names {part!r}, which is not a part of {type(self).__name__} "
-                    f"(its parts: {', '.join(tops)}, and theirs by dotted path, e.g. model.tokenizer)"
+                    f"(its parts include {', '.join(shallow)}; deeper ones by dotted path)"
                 )
         names: dict[nn.Parameter, list[str]] = {}
         for name, parameter in self.named_parameters(remove_duplicate=False):
