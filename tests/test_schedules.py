@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from test_video_llm import tiny_video_llm
 
 from vtok_lit.core import (
     ConvFrameEncoder,
@@ -10,7 +11,7 @@ from vtok_lit.core import (
     VTokTokenizer,
     WarmupCosineSchedule,
 )
-from vtok_lit.modules import TokenizerPretraining, UnifiedVideoLM, VideoLLM
+from vtok_lit.modules import TokenizerPretraining, UnifiedVideoLM
 from vtok_lit.modules.base import unwrapped_name
 
 
@@ -49,12 +50,6 @@ def test_settings_that_cannot_work_are_named(kwargs, named):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     with pytest.raises(ValueError, match=named):
         WarmupCosineSchedule(optimizer, **kwargs)
-
-
-def tiny_video_llm(**kwargs) -> VideoLLM:
-    tokenizer = VTokTokenizer(ConvFrameEncoder(channels=16, patch_size=4), token_dim=32, grid_size=2)
-    lm = TransformerLM(hidden_size=32, num_layers=1, num_heads=2, max_seq_len=128)
-    return VideoLLM(tokenizer, lm, projector_hidden_dim=32, **kwargs)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer) -> WarmupCosineSchedule:
