@@ -1,8 +1,11 @@
 """Lightning's strategies on vtok-lit: the FSDP overlay's wrap policy, and (slow tier) a 2-process DDP
 fit on the CPU through the real CLI against a 1-process fit.
 
-``ddp_spawn`` starts fresh worker processes from inside pytest; plain ``ddp`` would launch the
-whole command line again, which under pytest is pytest itself.
+``ddp_fork`` forks the worker processes from inside pytest; plain ``ddp`` would launch the whole
+command line again, which under pytest is pytest itself. Forked workers leave with ``os._exit``, so
+no interpreter shutdown runs in them (under ``ddp_spawn`` one worker now and then aborted there,
+after its fit had ended, in a native thread's destructor). The workers run one thread each: a
+worker forked from a parent whose OpenMP pool has run can hang in its first multi-threaded op.
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ def no_process_group_left() -> Iterator[None]:
         torch.distributed.destroy_process_group()
 
 
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One intra-op thread in this process, and so in the workers it forks (Lightning keeps a set
+    ``OMP_NUM_THREADS``); the thread count is restored after the test."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_fsdp_overlay_makes_each_transformer_block_a_shard_unit() -> None:
     overlay = yaml.safe_load((EXPERIMENTS / "strategies" / "fsdp.yaml").read_text())
     parser = ArgumentParser()
@@ -66,13 +80,14 @@ def fit(
             *extra,
         ]
     )
-    # Not cli.trainer.log_dir: after ddp_spawn the main process's logger would pick a new version.
+    # Not cli.trainer.log_dir: after ddp_fork the main process's logger would pick a new version.
     (metrics,) = out.rglob("metrics.csv")
     with open(metrics, newline="") as file:
         return cli, list(csv.DictReader(file))
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
@@ -80,12 +95,12 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     ddp, ddp_rows = fit(
         tiny_corpus,
         tmp_path / "ddp",
-        "--trainer.strategy=ddp_spawn",
+        "--trainer.strategy=ddp_fork",
         "--trainer.devices=2",
         "--data.init_args.batch_size=2",
     )
 
-    # The main process of ddp_spawn gets rank 0's weights and callback_metrics back, not its loops.
+    # The main process of ddp_fork gets rank 0's weights and callback_metrics back, not its loops.
     assert [row["step"] for row in ddp_rows] == [row["step"] for row in single_rows]
     assert ddp_rows[0].keys() == single_rows[0].keys()
     assert ddp.trainer.callback_metrics.keys() == single.trainer.callback_metrics.keys()
@@ -103,6 +118,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_two_process_ddp_keeps_the_token_statistics_of_the_whole_batch(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
@@ -117,7 +133,7 @@ def test_two_process_ddp_keeps_the_token_statistics_of_the_whole_batch(
         tiny_corpus,
         tmp_path / "ddp",
         *one_step,
-        "--trainer.strategy=ddp_spawn",
+        "--trainer.strategy=ddp_fork",
         "--trainer.devices=2",
         "--data.init_args.batch_size=2",
         **understanding,
