@@ -28,15 +28,17 @@ def test_vtok_reconstruction_beats_repeating_the_key_frame(tmp_path: Path) -> No
         ]
     )
     metrics = cli.trainer.callback_metrics
-    # At this scale the margin depends on the data order: 0.27 dB with the epoch-seeded loader, over
-    # 0.5 dB with the order before it; a decoder stuck at the mean frame stays below repeat-key.
-    assert metrics["val/psnr"] > metrics["val/psnr_repeat_key"] + 0.2, {
+    # Seeds 0 / 1 / 2 give +1.33 / +0.35 / +0.55 dB over repeating the key frame; a decoder stuck at
+    # the mean frame stays below it.
+    assert metrics["val/psnr"] > metrics["val/psnr_repeat_key"] + 0.25, {
         k: float(v) for k, v in metrics.items()
     }
     assert metrics["val/ssim"] > metrics["val/ssim_repeat_key"]
     # The decoder reads the residual tokens: another clip's raise its error on the pixels that changed
-    # (1.11 in this run; 1.0 would mean they are ignored, as a key-frame-only tokenizer's are).
-    assert metrics["val/residual_use"] > 1.05
+    # by 1.53 / 1.17 / 1.15 times (seeds 0 / 1 / 2; 1.0 would mean they are ignored, as a key-frame-only
+    # tokenizer's are). Without the decoder's switches (frame conditioning, motion field, patch codes,
+    # changed-pixel weight, key-frame blend) and with mean pooling, this run gave 1.06.
+    assert metrics["val/residual_use"] > 1.12
 
 
 def _questions_of(category: str, questions: list[list[dict]]) -> list[list[dict]]:
