@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
@@ -146,6 +147,29 @@ def test_a_parts_learning_rate_scale_comes_from_the_config(tmp_path: Path) -> No
     assert by_scale[0.25]["lr"] == pytest.approx(0.25 * by_scale[1.0]["lr"])
     assert len(by_scale[0.25]["params"]) == len(list(cli.model.tokenizer.frame_encoder.parameters()))
     assert "tokenizer.frame_encoder: 0.25" in (Path(cli.trainer.log_dir) / "config.yaml").read_text()
+
+
+def test_a_fit_resumes_under_the_learning_rate_scales_it_was_trained_with(tmp_path: Path) -> None:
+    scales = '--model.init_args.lr_scales={"tokenizer.frame_encoder": 0.25}'
+    cli = main(["fit", *run_args(tmp_path, scales)])  # 4 steps, a checkpoint at the end
+    checkpoint = next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    # The CLI takes a resumed model's hyperparameters from the checkpoint, lr_scales with them.
+    other = '--model.init_args.lr_scales={"tokenizer.frame_encoder": 0.5}'
+    resumed = main(
+        ["fit", *run_args(tmp_path / "again", other, "--trainer.max_steps=5"), f"--ckpt_path={checkpoint}"]
+    )
+    assert resumed.trainer.global_step == 5
+    by_scale = {group["lr_scale"]: group for group in resumed.trainer.optimizers[0].param_groups}
+    assert by_scale[0.25]["lr"] == pytest.approx(0.25 * by_scale[1.0]["lr"])
+    # A module built with other scales (the Python API) is refused: its optimizer would get the saved
+    # rates, not the scales it was given.
+    model = resumed.model
+    model.lr_scales = {"tokenizer.frame_encoder": 0.5}
+    trainer = Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(
+        ValueError, match=r"lr_scales is .*0\.5.* but the checkpoint resumed was trained with"
+    ):
+        trainer.fit(model, datamodule=resumed.datamodule, ckpt_path=checkpoint)
 
 
 def test_validate_with_ckpt_path(tmp_path: Path) -> None:

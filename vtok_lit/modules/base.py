@@ -217,10 +217,24 @@ class VTokModule(LightningModule):
             )
         rng_states = checkpoint.get("rng_states")
         resuming_fit = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if resuming_fit and "optimizer_states" in checkpoint:
+            self.check_lr_scales_match(checkpoint.get("hyper_parameters", {}).get("lr_scales"))
         if rng_states is not None and resuming_fit:
             torch.set_rng_state(rng_states["torch"])
             if "cuda" in rng_states and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng_states["cuda"])
+
+    def check_lr_scales_match(self, saved: dict[str, float] | None) -> None:
+        """Refuse to resume a fit under other :attr:`lr_scales` than the checkpoint's: the optimizer's
+        state it restores holds each group's learning rate, so new scales would silently not apply."""
+        saved_scales = {part: float(scale) for part, scale in (saved or {}).items()}
+        if saved_scales != {part: float(scale) for part, scale in self.lr_scales.items()}:
+            raise ValueError(
+                f"model.init_args.lr_scales is {self.lr_scales} but the checkpoint resumed was trained "
+                f"with {saved_scales}: a resumed fit restores the optimizer's learning rates as saved, so "
+                "other scales would not take effect. Resume with the checkpoint's lr_scales, or start a "
+                "new fit (no --ckpt_path) from its weights."
+            )
 
     def full_precision(self) -> torch.autocast:
         """A context that turns autocast off, so metrics (SSIM's convolutions, PSNR's sums) are
