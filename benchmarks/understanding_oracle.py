@@ -344,7 +344,7 @@ def pooled_reading(tokenizer: VTokTokenizer, clips: torch.Tensor) -> VideoTokens
     residual = torch.cat([pooled, frame_ids.expand(len(pooled), -1, -1)], dim=-1)
     width = max(spatial.shape[-1], residual.shape[-1])
     tokens = torch.cat([nn.functional.pad(t, (0, width - t.shape[-1])) for t in (spatial, residual)], dim=1)
-    return VideoTokens(tokens, kinds, frame_index, torch.zeros(tokens.shape[:2], dtype=torch.bool))
+    return tokenizer.video_tokens(tokens, num_frames)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
