@@ -131,18 +131,14 @@ class VTokModule(LightningModule):
 
         A part shared by two parents (one tokenizer in both of a unified model's tasks) has both names:
         either may be given a scale."""
-        parts = {unwrapped_name(name) for name, _ in self.named_modules(remove_duplicate=False)}
+        parts = {unwrapped_name(name): module for name, module in self.named_modules(remove_duplicate=False)}
         for part in self.lr_scales:
             if part not in parts:
                 # The parts two levels down that hold parameters: what a config most often names.
                 shallow = sorted(
-                    {
-                        unwrapped_name(name)
-                        for name, module in self.named_modules(remove_duplicate=False)
-                        if name
-                        and unwrapped_name(name).count(".") < 2
-                        and next(module.parameters(), None) is not None
-                    }
+                    name
+                    for name, module in parts.items()
+                    if name and name.count(".") < 2 and next(module.parameters(), None) is not None
                 )
                 raise ValueError(
                     f"model.init_args.lr_scales names {part!r}, which is not a part of {type(self).__name__} "
