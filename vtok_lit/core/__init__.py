@@ -1,5 +1,6 @@
 """The VTok core: plain ``nn.Module``s shared by every LightningModule (no Lightning here)."""
 
+from vtok_lit.core.caption_contrast import CaptionContrastObjective
 from vtok_lit.core.feature_cache import FrameFeatureCache, encode_frames_cached
 from vtok_lit.core.frame_encoders import ConvFrameEncoder, FrameEncoder, ViTFrameEncoder
 from vtok_lit.core.hf_language_model import HFCausalLM
@@ -28,6 +29,7 @@ from vtok_lit.core.video_qa import QuestionRow, VideoQuestionAnswering
 
 __all__ = [
     "ByteTokenizer",
+    "CaptionContrastObjective",
     "ChangeMapObjective",
     "HFCausalLM",
     "HFTokenizer",

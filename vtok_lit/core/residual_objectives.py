@@ -37,8 +37,11 @@ class ResidualObjective(nn.Module, ABC):
         self.weight = weight
 
     @abstractmethod
-    def forward(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
-        """The scalar error of the residual tokens of ``video`` ``(B, T, 3, H, W)`` in [0, 1]."""
+    def forward(
+        self, tokens: VideoTokens, video: torch.Tensor, captions: list[str] | None = None
+    ) -> torch.Tensor:
+        """The scalar error of the residual tokens of ``video`` ``(B, T, 3, H, W)`` in [0, 1]; the
+        clips' ``captions`` for an objective that reads them (the others leave them)."""
 
     def residual_positions(self, tokens: VideoTokens) -> torch.Tensor:
         """The positions of the residual tokens in the sequence; refuses a sequence without any."""
@@ -107,7 +110,9 @@ class ChangeMapObjective(ResidualObjective):
         membership = membership / membership.sum(dim=1, keepdim=True).clamp(min=1)
         return torch.einsum("rt,btchw->brchw", membership, pooled)
 
-    def forward(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: VideoTokens, video: torch.Tensor, captions: list[str] | None = None
+    ) -> torch.Tensor:
         """The normalised error of the maps read from the residual tokens of ``video`` ``(B, T, 3, H, W)``
         in [0, 1]: ``sum (prediction - target)**2 / sum target**2`` over the batch's unpadded tokens."""
         positions = self.residual_positions(tokens)
@@ -186,7 +191,9 @@ class ForegroundMotionObjective(ResidualObjective):
         summed = torch.einsum("rt,btk->brk", membership, change * defined)
         return summed / counts.clamp(min=1), (counts > 0).to(change) * self.kept(tokens)[..., None].to(change)
 
-    def forward(self, tokens: VideoTokens, video: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: VideoTokens, video: torch.Tensor, captions: list[str] | None = None
+    ) -> torch.Tensor:
         """The mean of :meth:`target_errors` over the three targets."""
         return self.target_errors(tokens, video).mean()
 

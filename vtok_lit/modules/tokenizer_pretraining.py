@@ -54,7 +54,8 @@ class TokenizerPretraining(VTokModule):
             lr_scales: Learning rates of parts as multiples of the optimizer's, ``{part: scale}`` by
                 attribute path (``tokenizer.frame_encoder: 0.1`` for a pretrained frame encoder).
             residual_objective: An optional auxiliary objective the residual tokens must meet on
-                their own (:class:`ForegroundMotionObjective`, :class:`ChangeMapObjective`), added to
+                their own (:class:`ForegroundMotionObjective`, :class:`ChangeMapObjective`,
+                :class:`CaptionContrastObjective`, which reads the batch's captions), added to
                 the loss with its ``weight``, its error logged under its ``metric_name``; the
                 tokenizer must make residual tokens. None: the reconstruction loss alone.
             still_frames_per_clip: In training, also rebuild this many other random frames of each
@@ -122,14 +123,17 @@ class TokenizerPretraining(VTokModule):
             return None
         self.log_skipped_videos(batch)
         video = batch["video"]
-        loss, parts = self.training_loss(video)
+        loss, parts = self.training_loss(video, batch.get("caption"))
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=video.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
-    def training_loss(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss of clips ``(B, T, 3, H, W)`` in [0, 1]: the decoder's, plus the residual
+    def training_loss(
+        self, video: torch.Tensor, captions: list[str] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of clips ``(B, T, 3, H, W)`` in [0, 1] (captioned by ``captions`` for a
+        residual objective that reads them): the decoder's, plus the residual
         objective's (times its weight) and the still frames' when they are on; and those two terms
         by the names they are logged under (``train/<name>``)."""
         tokens = self.tokenizer(video)
@@ -137,7 +141,7 @@ class TokenizerPretraining(VTokModule):
         parts = {}
         if self.residual_objective is not None:
             objective = self.residual_objective
-            parts[objective.metric_name] = error = objective(tokens, video)
+            parts[objective.metric_name] = error = objective(tokens, video, captions)
             loss = loss + objective.weight * error
         if self.still_frames_per_clip:
             parts["still_frame_loss"] = still_loss = self.still_frame_loss(video)
@@ -166,7 +170,7 @@ class TokenizerPretraining(VTokModule):
         loss, reconstruction = self.decoder.loss_and_decode(tokens, video, self._noise(batch_idx))
         self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
         if self.residual_objective is not None:
-            error = self.residual_objective(tokens, video)
+            error = self.residual_objective(tokens, video, batch.get("caption"))
             self.log(
                 f"{stage}/{self.residual_objective.metric_name}", error, batch_size=batch_size, sync_dist=True
             )
