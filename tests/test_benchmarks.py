@@ -243,9 +243,9 @@ def test_paper_table_trains_both_tasks_on_their_own_pretraining(
 TINY_PRETRAINING = ROOT / "tests" / "conf" / "pretraining_tiny.yaml"
 
 
-def tiny_checkpoint(tmp_path: Path, config: Path = TINY_PRETRAINING) -> Path:
-    """A checkpoint of a short fit of ``config`` (default tests/conf/pretraining_tiny.yaml), its run
-    under tmp_path/runs."""
+def tiny_checkpoint(tmp_path: Path, config: Path = TINY_PRETRAINING, *options: str) -> Path:
+    """A checkpoint of a short fit of ``config`` (default tests/conf/pretraining_tiny.yaml) with more
+    command-line ``options``, its run under tmp_path/runs."""
     from vtok_lit.cli import main as cli_main
 
     cli_main(
@@ -257,9 +257,47 @@ def tiny_checkpoint(tmp_path: Path, config: Path = TINY_PRETRAINING) -> Path:
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
             f"--data.init_args.data_dir={tmp_path / 'corpus'}",
             "--data.init_args.num_workers=0",
+            *options,
         ]
     )
     return next((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_caption_binding(benchmarks, tmp_path: Path) -> None:
+    groups = "[[red, green, blue, yellow], [left, right], [up, down]]"
+    checkpoint = tiny_checkpoint(
+        tmp_path,
+        TINY_PRETRAINING,
+        "--model.init_args.residual_objective=vtok_lit.core.CaptionContrastObjective",
+        "--model.init_args.residual_objective.init_args.token_dim=32",
+        "--model.init_args.residual_objective.init_args.text_width=32",
+        "--model.init_args.residual_objective.init_args.text_layers=1",
+        f"--model.init_args.residual_objective.init_args.swap_groups={groups}",
+    )
+    report = benchmarks("caption_binding").main(
+        ["--checkpoint", f"tiny={checkpoint}", "--output-dir", str(tmp_path), "--threads", "1"]
+    )
+    markdown, saved = read_report(tmp_path, "caption_binding")
+    assert saved == json.loads(json.dumps(report))
+    rows = report["tables"]["caption_binding"]
+    assert rows[0]["test"] == "own caption nearest of 4" and rows[0]["chance"] == 0.25
+    # The tiny corpus' four held-out captions: every exchange that has a pair in them gets a row.
+    assert {row["test"] for row in rows[1:]} <= {
+        "nearer than with two of red/green/blue/yellow exchanged",
+        "nearer than with two of left/right exchanged",
+        "nearer than with two of up/down exchanged",
+    }
+    for row in rows:
+        assert 0 < row["clips"] <= 4 and 0.0 <= row["right"] <= 1.0
+    assert table_header(markdown) == ["run", "test", "clips", "right %", "chance %"]
+    with_ideal = benchmarks("caption_binding").main(
+        ["--checkpoint", f"tiny={checkpoint}", "--output-dir", str(tmp_path), "--ideal-steps", "2"]
+    )
+    ideal = [row for row in with_ideal["tables"]["caption_binding"] if row["run"] == "ideal tokens, 2 steps"]
+    assert ideal and ideal[0]["test"] == "own caption nearest of 4"
+    plain = tiny_checkpoint(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="residual_objective is NoneType, not a CaptionContrastObjective"):
+        benchmarks("caption_binding").main(["--checkpoint", f"plain={plain}", "--output-dir", str(tmp_path)])
 
 
 def test_motion_probe(benchmarks, tmp_path: Path) -> None:
