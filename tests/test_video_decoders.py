@@ -251,6 +251,26 @@ def test_locality_bias_stops_at_its_floor_without_changing_the_frames(monkeypatc
     torch.testing.assert_close(clip, reference, atol=1e-6, rtol=0)
 
 
+def test_each_head_and_layer_learns_its_own_locality_strength() -> None:
+    video = moving_squares()
+    tokens = vtok_tokens_of(video)
+    decoder = RegressionVideoDecoder(
+        token_dim=16, image_size=16, patch_size=4, width=16, depth=2, num_heads=2
+    )
+    assert decoder.log_locality.shape == (2, 2)
+    with torch.no_grad():
+        decoder.to_patches.weight.normal_(std=0.1)
+    decoder.loss(tokens, video).backward()
+    gradient = decoder.log_locality.grad
+    assert gradient.abs().min() > 0 and len(set(gradient.flatten().tolist())) == 4
+    # A head set free of the bias reads far cells as easily as near ones; the others still do not.
+    with torch.no_grad():
+        decoder.log_locality[1, 0] = -30.0
+        bias = decoder.locality_bias(tokens, torch.arange(4))[0]  # (depth, heads, T * P, 1 + L)
+    assert bias[1, 0].abs().max() < 1e-6 < bias[1, 1].abs().max()
+    assert bias[0, 0].abs().max() > 1e-6
+
+
 def vtok_tokens_of(video: torch.Tensor) -> VideoTokens:
     torch.manual_seed(0)
     tokenizer = VTokTokenizer(ConvFrameEncoder(channels=8, patch_size=4), token_dim=16, grid_size=2)
