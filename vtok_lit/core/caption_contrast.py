@@ -64,7 +64,10 @@ def exchanged_words(
 
     With groups of colours and of opposite directions, "a yellow square moves down; a blue circle
     moves up" becomes "a blue square moves down; a yellow circle moves up" or "a yellow square moves
-    up; a blue circle moves down": the same words, the same grammar, another clip.
+    up; a blue circle moves down": the same words, the same grammar, another clip. An exchange in a
+    sentence that names the objects again ("At the end the yellow square is left of the red circle")
+    can instead make a caption that contradicts itself, which a caption encoder may learn to spot
+    without looking at the clip.
     """
     spans = [(match.span(), match.group().lower()) for match in re.finditer(r"\w+", caption)]
     pairs = []
