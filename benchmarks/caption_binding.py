@@ -86,9 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_run(checkpoint: Path, config: Path) -> tuple[Any, CaptionContrastObjective, list[Any], int, int]:
-    """The run's tokenizer and objective with the checkpoint's weights, in evaluation mode, its held-out
-    records, and its clip length and frame size; exits when the run has no caption contrast."""
+def rebuild_run(
+    checkpoint: Path, config: Path
+) -> tuple[Any, CaptionContrastObjective, dict[str, list[Any]], int, int]:
+    """The run's model and objective as its config builds them (fresh weights), its corpus' records by
+    split (``train``, ``val``), and its clip length and frame size; exits when the run has no caption
+    contrast or its corpus is missing."""
     cli = build_run([config])
     model = cli.model
     objective = getattr(model, "residual_objective", None)
@@ -97,21 +100,23 @@ def load_run(checkpoint: Path, config: Path) -> tuple[Any, CaptionContrastObject
             f"{checkpoint}: the run's model.init_args.residual_objective is "
             f"{type(objective).__name__}, not a CaptionContrastObjective"
         )
-    load_part_weights(model.tokenizer, str(checkpoint), "tokenizer")
-    load_part_weights(objective, str(checkpoint), "residual_objective")
     data = cli.datamodule.hparams
     manifest = Path(data["data_dir"]) / "manifest.jsonl"
     if not manifest.is_file():
         raise SystemExit(f"{checkpoint}: its run's corpus is not at {manifest}")
-    records = [record for record in read_manifest(manifest) if record.split == "val"]
-    return model.tokenizer.eval(), objective.eval(), records, data["num_frames"], data["image_size"]
+    records = read_manifest(manifest)
+    by_split = {split: [record for record in records if record.split == split] for split in ("train", "val")}
+    return model, objective, by_split, data["num_frames"], data["image_size"]
 
 
 @torch.no_grad()
 def run_rows(name: str, checkpoint: Path, config: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The tests of one run's tokens and objective."""
-    tokenizer, objective, records, num_frames, image_size = load_run(checkpoint, config)
-    records = records[: args.num_clips]
+    """The tests of one run's tokens and objective, with the checkpoint's weights."""
+    model, objective, records, num_frames, image_size = rebuild_run(checkpoint, config)
+    load_part_weights(model.tokenizer, str(checkpoint), "tokenizer")
+    load_part_weights(objective, str(checkpoint), "residual_objective")
+    tokenizer, objective = model.tokenizer.eval(), objective.eval()
+    records = records["val"][: args.num_clips]
     clips = []
     for start in range(0, len(records), args.batch_size):
         video = read_clips(records[start : start + args.batch_size], num_frames, image_size)
@@ -122,14 +127,12 @@ def run_rows(name: str, checkpoint: Path, config: Path, args: argparse.Namespace
 def ideal_rows(checkpoint: Path, config: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The tests of the reference: the run's objective, fresh, trained on the ideal tokens of the run's
     corpus (its train split), read on the same held-out clips."""
-    _, _, records_val, num_frames, image_size = load_run(checkpoint, config)
-    manifest = Path(build_run([config]).datamodule.hparams["data_dir"]) / "manifest.jsonl"
-    records = {
-        "train": [r for r in read_manifest(manifest) if r.split == "train"][: args.ideal_train_clips],
-        "val": records_val[: args.num_clips],
-    }
+    _, _, records, num_frames, image_size = rebuild_run(checkpoint, config)
+    records = {"train": records["train"][: args.ideal_train_clips], "val": records["val"][: args.num_clips]}
     if any("objects" not in r.meta for rows in records.values() for r in rows):
-        raise SystemExit(f"--ideal-steps needs a MotionShapes corpus (records with 'objects'): {manifest}")
+        raise SystemExit(
+            f"--ideal-steps needs a MotionShapes corpus (records with 'objects'): the corpus of {checkpoint}"
+        )
     channels = args.ideal_entangled_channels
     signatures = entangled_signatures(channels) if channels else None
     layout = TokenLayout("vtok", num_frames, channels or len(IDEAL_CHANNELS), grid_size=4)
